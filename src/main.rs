@@ -1,0 +1,298 @@
+//! `trailbook`: the command-line entry point. Wiring only: parse the command line, set up logging, open
+//! the database, and hand over to the crates that do the work.
+#![forbid(unsafe_code)]
+
+mod history;
+mod telemetry;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use store::db::{Database, PoolConfig};
+use store::{EventStore, StoreConfig};
+
+/// An event-sourced CQRS engine for booking and care-workflow systems, on PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "trailbook", version, about)]
+struct Cli {
+    #[command(flatten)]
+    db: DbArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the data lives.
+#[derive(Debug, Args)]
+struct DbArgs {
+    /// PostgreSQL URL. Without it, trailbook starts (or reuses) a private cluster under the data dir.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Directory for trailbook's own files (the private PostgreSQL cluster, secrets, documents).
+    #[arg(
+        long,
+        env = "TRAILBOOK_DATA_DIR",
+        default_value = ".trailbook",
+        global = true
+    )]
+    data_dir: PathBuf,
+
+    /// Largest number of database connections this process opens.
+    #[arg(
+        long,
+        env = "TRAILBOOK_DB_MAX_CONNECTIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    db_max_connections: u32,
+
+    /// Write a snapshot whenever a stream crosses a multiple of this many events (0 disables them).
+    #[arg(
+        long,
+        env = "TRAILBOOK_SNAPSHOT_EVERY",
+        default_value_t = 50,
+        global = true
+    )]
+    snapshot_every: u64,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::enum_variant_names)] // `command-api` is the contract's subcommand name
+enum Command {
+    /// Run everything in one process: REST, GraphQL, projector and workers.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print an aggregate's state and its events, now or at a past version or time.
+    History(HistoryArgs),
+    /// Run only the REST command service.
+    CommandApi(ServeArgs),
+    /// Run only the GraphQL query service.
+    QueryApi(ServeArgs),
+    /// Run only the projector.
+    Projector,
+    /// Run only the job workers.
+    Workers,
+    /// Run the partner simulator.
+    PartnerSim(PassThrough),
+    /// Show projection status, or rebuild one.
+    Projections(PassThrough),
+    /// List jobs, or replay a dead-lettered one.
+    Jobs(PassThrough),
+    /// Print a bearer token for development use.
+    Token(PassThrough),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address of the REST command API.
+    #[arg(long, env = "TRAILBOOK_COMMAND_ADDR", default_value = "127.0.0.1:8080")]
+    command_addr: SocketAddr,
+    /// Address of the GraphQL query API.
+    #[arg(long, env = "TRAILBOOK_QUERY_ADDR", default_value = "127.0.0.1:8081")]
+    query_addr: SocketAddr,
+    /// Address of the in-process partner simulator (when TRAILBOOK_PARTNER_URL is not set).
+    #[arg(long, env = "TRAILBOOK_PARTNER_ADDR", default_value = "127.0.0.1:8090")]
+    partner_addr: SocketAddr,
+}
+
+/// Arguments of subcommands that are not available yet.
+#[derive(Debug, Args)]
+struct PassThrough {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AggregateKind {
+    Booking,
+    Visit,
+}
+
+#[derive(Debug, Args)]
+struct HistoryArgs {
+    /// Which kind of aggregate.
+    kind: AggregateKind,
+    /// Its id.
+    id: String,
+    /// Show the state as it was at this time (RFC 3339, e.g. 2026-12-01T09:30:00Z).
+    #[arg(long, conflicts_with = "at_version")]
+    as_of: Option<DateTime<Utc>>,
+    /// Show the state right after this version (event sequence number, from 1).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    at_version: Option<u64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// A failure with the exit code it deserves: 2 for what the user must fix, 1 for everything else.
+#[derive(Debug)]
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Self {
+        Self {
+            code: 2,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<store::Error> for Failure {
+    fn from(e: store::Error) -> Self {
+        let code = match &e {
+            store::Error::InvalidUrl { .. } => 2,
+            store::Error::Embedded(store::embedded::EmbeddedError::NoBinaries) => 2,
+            _ => 1,
+        };
+        Self {
+            code,
+            message: error_chain(&e),
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(matches!(
+        cli.command,
+        Command::Serve(_)
+            | Command::CommandApi(_)
+            | Command::QueryApi(_)
+            | Command::Projector
+            | Command::Workers
+    ));
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            eprintln!("error: {}", failure.message);
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Serve(args) | Command::CommandApi(args) => serve(&cli.db, &args).await,
+        Command::Migrate => {
+            let db = open(&cli.db).await?;
+            let result = store::db::migrate(&db.pool).await;
+            db.close().await;
+            result?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::History(args) => {
+            let db = open(&cli.db).await?;
+            let store = EventStore::new(db.pool.clone(), store_config(&cli.db));
+            let result = history::print(&store, &args).await;
+            db.close().await;
+            result
+        }
+        Command::QueryApi(_) => not_yet("query-api", "the query API"),
+        Command::Projector => not_yet("projector", "the projector"),
+        Command::Workers => not_yet("workers", "the workers"),
+        Command::PartnerSim(_) => not_yet("partner-sim", "the workers"),
+        Command::Projections(_) => not_yet("projections", "the projector"),
+        Command::Jobs(_) => not_yet("jobs", "the workers"),
+        Command::Token(_) => not_yet("token", "the command API"),
+    }
+}
+
+fn not_yet(command: &str, issue: &str) -> Result<(), Failure> {
+    Err(Failure::usage(format!(
+        "`trailbook {command}` is not available yet in this version (it arrives with {issue})"
+    )))
+}
+
+fn store_config(args: &DbArgs) -> StoreConfig {
+    StoreConfig {
+        snapshot_every: args.snapshot_every,
+        ..StoreConfig::default()
+    }
+}
+
+async fn open(args: &DbArgs) -> Result<Database, Failure> {
+    let url = args.database_url.as_deref().filter(|u| !u.is_empty());
+    let config = PoolConfig {
+        max_connections: args.db_max_connections.max(1),
+        ..PoolConfig::default()
+    };
+    Ok(Database::open(url, &args.data_dir, &config).await?)
+}
+
+async fn serve(db_args: &DbArgs, args: &ServeArgs) -> Result<(), Failure> {
+    let db = open(db_args).await?;
+    if let Err(e) = store::db::migrate(&db.pool).await {
+        db.close().await;
+        return Err(e.into());
+    }
+    let result = serve_until_signal(&db, db_args, args).await;
+    db.close().await;
+    tracing::info!("stopped");
+    result
+}
+
+async fn serve_until_signal(
+    db: &Database,
+    db_args: &DbArgs,
+    args: &ServeArgs,
+) -> Result<(), Failure> {
+    let store = EventStore::new(db.pool.clone(), store_config(db_args));
+    let listener = tokio::net::TcpListener::bind(args.command_addr)
+        .await
+        .map_err(|e| {
+            Failure::usage(format!(
+                "cannot listen on {} (--command-addr): {e}",
+                args.command_addr
+            ))
+        })?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::usage(format!("cannot read the listening address: {e}")))?;
+    match db.embedded_port() {
+        Some(port) => {
+            tracing::info!(port, data_dir = %db_args.data_dir.display(), "using the private PostgreSQL cluster")
+        }
+        None => tracing::info!("using DATABASE_URL"),
+    }
+    tracing::info!(url = %format!("http://{local}"), "REST command API listening");
+    println!("trailbook REST:    http://{local}");
+    let app = command_api::app(command_api::AppState { store });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(telemetry::shutdown_signal())
+        .await
+        .map_err(|e| Failure {
+            code: 1,
+            message: format!("the REST server failed: {e}"),
+        })
+}

@@ -1,0 +1,120 @@
+//! The store's error types.
+
+/// Errors of the event store and its database plumbing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The database URL does not parse. Fix `DATABASE_URL` (the message never repeats the password).
+    #[error("invalid database URL `{url}`: {reason}")]
+    InvalidUrl { url: String, reason: String },
+
+    /// PostgreSQL could not be reached. Check that the server runs and the URL names the right host.
+    #[error("cannot connect to PostgreSQL at {target}: {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// Running the embedded migrations failed; the database is left at the last applied migration.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+
+    /// A query failed. Transient (connection) failures are worth retrying later: see [`Error::is_unavailable`].
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+
+    /// A stored event cannot be turned back into a domain event (unknown type, or a payload that no
+    /// upcaster brings to the current shape). Nothing was changed; the stream needs an upcaster or repair.
+    #[error(transparent)]
+    CorruptEvent(Box<CorruptEvent>),
+
+    /// An event or state could not be serialized to JSON (a bug in the domain types).
+    #[error("cannot serialize {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The private PostgreSQL cluster could not be started.
+    #[error(transparent)]
+    Embedded(#[from] crate::embedded::EmbeddedError),
+}
+
+impl Error {
+    /// True when the database is unreachable or overloaded rather than the request being wrong: callers
+    /// should answer "try again later" (HTTP 503 with Retry-After).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Connect { .. } => true,
+            Error::Database(e) => {
+                matches!(
+                    e,
+                    sqlx::Error::Io(_)
+                        | sqlx::Error::PoolTimedOut
+                        | sqlx::Error::PoolClosed
+                        | sqlx::Error::WorkerCrashed
+                        | sqlx::Error::Tls(_)
+                ) || e
+                    .as_database_error()
+                    .and_then(|d| d.code())
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300")
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Which stored event could not be read, and why.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "stored event {aggregate_type}/{aggregate_id} #{sequence} ({event_type} v{event_version}) cannot be read: {reason}"
+)]
+pub struct CorruptEvent {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub reason: String,
+}
+
+/// `Result` with the store's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Why a command did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error> {
+    /// The aggregate refused the command (a business rule). Show the message to the caller (HTTP 422/404).
+    #[error(transparent)]
+    Rejected(E),
+
+    /// Other writers kept winning the race for this aggregate, even after the bounded internal retries.
+    /// The caller may retry later (HTTP 409).
+    #[error("concurrent update of the aggregate; its current version is {current_version}")]
+    Conflict { current_version: u64 },
+
+    /// The caller's expected version (`If-Match`) is not the current one: reload and decide again (HTTP 412).
+    #[error("expected version {expected} but the aggregate is at version {current}")]
+    Stale { expected: u64, current: u64 },
+
+    /// A statement of the commit hook refused the commit (e.g. the resource's time slot is taken).
+    #[error(transparent)]
+    Refused(HookError),
+
+    /// The store failed; nothing was committed.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// A commit hook's refusal, or its database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum HookError {
+    /// A business invariant spanning aggregates is violated; `code` is machine-readable, `message` for people.
+    #[error("{message}")]
+    Refused { code: &'static str, message: String },
+
+    /// The hook's statement failed for another reason.
+    #[error("database error in commit hook: {0}")]
+    Database(#[from] sqlx::Error),
+}

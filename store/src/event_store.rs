@@ -1,0 +1,547 @@
+//! The command path, loading, snapshots and time travel.
+//!
+//! cqrs-es 0.5 supplies the `Aggregate` contract (`handle` through an `EventSink`, `apply`) and upcasters;
+//! this module supplies everything around them that its `PersistedEventStore` gets wrong or lacks (see
+//! `docs/adr/0001-own-event-store.md`): snapshots that are a pure cache, a commit that returns version and
+//! global position, a one-statement append, room for extra statements in the append transaction, bounded
+//! conflict retries, and loading at a past version or time.
+
+use std::future::Future;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use domain::AggregateSchema;
+use rand::Rng;
+use sqlx::{PgConnection, PgPool};
+
+use crate::error::{CommandError, Error, HookError, Result};
+use crate::log::{decode_event, RecordedEvent, RECORDED_COLUMNS};
+use crate::metadata::{CommandContext, EventMetadata};
+
+/// Tuning of the event store.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Write a snapshot whenever a commit crosses a multiple of this many events (0: never).
+    pub snapshot_every: u64,
+    /// How often a command is re-run after losing a race for its aggregate before giving up.
+    pub max_conflict_retries: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_every: 50,
+            max_conflict_retries: 5,
+        }
+    }
+}
+
+/// An aggregate folded from its snapshot and events.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub state: A,
+    /// Sequence of the last event applied (0: the aggregate does not exist at this point).
+    pub version: u64,
+    /// Global position of the last event applied, when known.
+    pub position: Option<i64>,
+    /// Sequence of the snapshot the fold started from, if any.
+    pub snapshot: Option<u64>,
+    /// How many events were applied on top of the snapshot.
+    pub applied: usize,
+}
+
+impl<A: Default> Loaded<A> {
+    fn empty() -> Self {
+        Self {
+            state: A::default(),
+            version: 0,
+            position: None,
+            snapshot: None,
+            applied: 0,
+        }
+    }
+}
+
+/// The outcome of a command that committed (or was a no-op).
+#[derive(Debug, Clone)]
+pub struct Committed<A: Aggregate> {
+    /// State after the command.
+    pub state: A,
+    /// Version after the command (unchanged for a no-op).
+    pub version: u64,
+    /// Global position of the last event written, or of the aggregate's last event for a no-op.
+    pub position: Option<i64>,
+    /// The events written (empty for a no-op).
+    pub events: Vec<A::Event>,
+}
+
+/// Per-command options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ExecuteOptions {
+    /// Refuse with [`CommandError::Stale`] unless the aggregate is at this version (`If-Match`).
+    pub expected_version: Option<u64>,
+    /// The caller believes the stream is new (e.g. an id derived from a fresh idempotency key): skip the
+    /// load on the first attempt. A wrong guess costs one conflict and a normal retry, never correctness.
+    pub new_stream: bool,
+}
+
+/// Extra statements that must commit or fail together with a command's events, such as a claim on a
+/// resource's time slot. Runs inside the append transaction, after the events were inserted.
+pub trait CommitHook<A: Aggregate>: Send + Sync {
+    /// True when the hook never writes anything, so the append can skip BEGIN/COMMIT round trips.
+    fn is_noop(&self) -> bool {
+        false
+    }
+
+    /// Writes the hook's rows; an `Err` rolls back the events too.
+    fn before_commit(
+        &self,
+        tx: &mut PgConnection,
+        aggregate_id: &str,
+        state: &A,
+        events: &[A::Event],
+    ) -> impl Future<Output = Result<(), HookError>> + Send;
+}
+
+/// A hook that does nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHook;
+
+impl<A: Aggregate> CommitHook<A> for NoHook {
+    fn is_noop(&self) -> bool {
+        true
+    }
+
+    async fn before_commit(
+        &self,
+        _tx: &mut PgConnection,
+        _aggregate_id: &str,
+        _state: &A,
+        _events: &[A::Event],
+    ) -> Result<(), HookError> {
+        Ok(())
+    }
+}
+
+/// Where a load stops.
+#[derive(Debug, Clone, Copy)]
+enum Upto {
+    Head,
+    Version(u64),
+}
+
+impl Upto {
+    fn bound(self) -> i64 {
+        match self {
+            Upto::Head => i64::MAX,
+            Upto::Version(v) => i64::try_from(v).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct FoldRow {
+    /// 0 for the snapshot row, 1 for events.
+    kind: i32,
+    sequence: i64,
+    event_type: Option<String>,
+    event_version: Option<String>,
+    payload: serde_json::Value,
+    global_position: Option<i64>,
+}
+
+/// Nearest usable snapshot at or below the bound, then the events after it, in one round trip.
+const FOLD_SQL: &str = "
+    with snap as (
+        select sequence, state, global_position from snapshots
+        where aggregate_type = $1 and aggregate_id = $2 and state_version = $3 and sequence <= $4
+        order by sequence desc
+        limit 1
+    )
+    select 0 as kind, sequence, null::text as event_type, null::text as event_version,
+           state as payload, global_position
+    from snap
+    union all
+    select 1, e.sequence, e.event_type, e.event_version, e.payload, e.global_position
+    from events e
+    where e.aggregate_type = $1 and e.aggregate_id = $2 and e.sequence <= $4
+      and e.sequence > coalesce((select sequence from snap), 0)
+    order by kind, sequence";
+
+/// One multi-row INSERT for all events of a command.
+const APPEND_SQL: &str = "
+    insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    select $1, $2, t.sequence, t.event_type, t.event_version, t.payload, t.metadata
+    from unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+         as t(sequence, event_type, event_version, payload, metadata)
+    returning global_position";
+
+/// Why an append did not commit.
+enum AppendError {
+    /// Another writer appended to the stream first (the events primary key refused our sequence).
+    Conflict,
+    Hook(HookError),
+    Store(Error),
+}
+
+impl From<sqlx::Error> for AppendError {
+    fn from(e: sqlx::Error) -> Self {
+        let is_conflict = e.as_database_error().is_some_and(|d| {
+            d.code().as_deref() == Some("23505") && d.constraint() == Some("events_pkey")
+        });
+        if is_conflict {
+            AppendError::Conflict
+        } else {
+            AppendError::Store(Error::Database(e))
+        }
+    }
+}
+
+/// The event store: loads aggregates and runs commands against PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    config: StoreConfig,
+}
+
+impl EventStore {
+    pub fn new(pool: PgPool, config: StoreConfig) -> Self {
+        Self { pool, config }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// The current state of an aggregate (version 0 and the default state when it does not exist).
+    pub async fn load<A: AggregateSchema>(&self, id: &str) -> Result<Loaded<A>> {
+        self.fold(id, Upto::Head).await
+    }
+
+    /// The state right after event `version` (or the head, if the stream is shorter).
+    pub async fn load_at_version<A: AggregateSchema>(
+        &self,
+        id: &str,
+        version: u64,
+    ) -> Result<Loaded<A>> {
+        self.fold(id, Upto::Version(version)).await
+    }
+
+    /// The state as it was at time `at`: every event recorded at or before `at`, none after.
+    pub async fn load_as_of<A: AggregateSchema>(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Loaded<A>> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "select max(sequence) from events
+             where aggregate_type = $1 and aggregate_id = $2 and recorded_at <= $3",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .bind(at)
+        .fetch_one(&self.pool)
+        .await?;
+        match last.and_then(|v| u64::try_from(v).ok()) {
+            Some(version) => self.fold(id, Upto::Version(version)).await,
+            None => Ok(Loaded::empty()),
+        }
+    }
+
+    /// Every stored event of one aggregate, oldest first, with metadata and log coordinates.
+    pub async fn history(&self, aggregate_type: &str, id: &str) -> Result<Vec<RecordedEvent>> {
+        let sql = format!(
+            "select {RECORDED_COLUMNS} from events
+             where aggregate_type = $1 and aggregate_id = $2 order by sequence"
+        );
+        Ok(sqlx::query_as::<_, RecordedEvent>(&sql)
+            .bind(aggregate_type)
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    async fn fold<A: AggregateSchema>(&self, id: &str, upto: Upto) -> Result<Loaded<A>> {
+        match self.fold_once(id, upto, true).await? {
+            Some(loaded) => Ok(loaded),
+            // The snapshot did not deserialize: it is only a cache, so fold from the first event instead.
+            None => Ok(self
+                .fold_once(id, upto, false)
+                .await?
+                .unwrap_or_else(Loaded::empty)),
+        }
+    }
+
+    /// Folds the aggregate; `None` when a snapshot was found but could not be used.
+    async fn fold_once<A: AggregateSchema>(
+        &self,
+        id: &str,
+        upto: Upto,
+        use_snapshot: bool,
+    ) -> Result<Option<Loaded<A>>> {
+        let rows = sqlx::query_as::<_, FoldRow>(FOLD_SQL)
+            .bind(A::TYPE)
+            .bind(id)
+            .bind(use_snapshot.then_some(A::STATE_VERSION))
+            .bind(upto.bound())
+            .fetch_all(&self.pool)
+            .await?;
+        let upcasters = A::upcasters();
+        let mut loaded = Loaded::<A>::empty();
+        for row in rows {
+            if row.kind == 0 {
+                match serde_json::from_value::<A>(row.payload) {
+                    Ok(state) => {
+                        loaded.state = state;
+                        loaded.version = u64::try_from(row.sequence).unwrap_or_default();
+                        loaded.position = row.global_position;
+                        loaded.snapshot = Some(loaded.version);
+                    }
+                    Err(e) => {
+                        tracing::warn!(
+                            aggregate_type = A::TYPE,
+                            aggregate_id = id,
+                            sequence = row.sequence,
+                            error = %e,
+                            "ignoring a snapshot that does not deserialize; folding from events"
+                        );
+                        return Ok(None);
+                    }
+                }
+                continue;
+            }
+            let event = decode_event::<A>(
+                &upcasters,
+                id,
+                row.sequence,
+                row.event_type.as_deref().unwrap_or_default(),
+                row.event_version.as_deref().unwrap_or_default(),
+                row.payload,
+            )?;
+            loaded.state.apply(event);
+            loaded.version = u64::try_from(row.sequence).unwrap_or_default();
+            loaded.position = row.global_position;
+            loaded.applied += 1;
+        }
+        Ok(Some(loaded))
+    }
+
+    /// Runs `command` against aggregate `id` and appends the events it produces.
+    pub async fn execute<A: AggregateSchema>(
+        &self,
+        id: &str,
+        command: A::Command,
+        services: &A::Services,
+        context: &CommandContext,
+        options: ExecuteOptions,
+    ) -> Result<Committed<A>, CommandError<A::Error>>
+    where
+        A::Command: Clone,
+    {
+        self.execute_with_hook(id, command, services, context, options, &NoHook)
+            .await
+    }
+
+    /// Like [`EventStore::execute`], with `hook`'s statements in the same transaction as the events.
+    ///
+    /// On a concurrency conflict the whole command (load, handle, append) is run again, at most
+    /// `max_conflict_retries` times with jittered backoff, then [`CommandError::Conflict`].
+    #[tracing::instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %id))]
+    pub async fn execute_with_hook<A, H>(
+        &self,
+        id: &str,
+        command: A::Command,
+        services: &A::Services,
+        context: &CommandContext,
+        options: ExecuteOptions,
+        hook: &H,
+    ) -> Result<Committed<A>, CommandError<A::Error>>
+    where
+        A: AggregateSchema,
+        A::Command: Clone,
+        H: CommitHook<A>,
+    {
+        let mut attempt = 0;
+        loop {
+            let loaded = if options.new_stream && attempt == 0 {
+                Loaded::<A>::empty()
+            } else {
+                self.load::<A>(id).await?
+            };
+            if let Some(expected) = options.expected_version {
+                if expected != loaded.version {
+                    return Err(CommandError::Stale {
+                        expected,
+                        current: loaded.version,
+                    });
+                }
+            }
+            let from_version = loaded.version;
+            let mut state = loaded.state;
+            let sink = EventSink::default();
+            state
+                .handle(command.clone(), services, &sink)
+                .await
+                .map_err(CommandError::Rejected)?;
+            let events = sink.collect().await;
+            if events.is_empty() {
+                return Ok(Committed {
+                    state,
+                    version: from_version,
+                    position: loaded.position,
+                    events,
+                });
+            }
+            match self
+                .append(id, from_version, &events, context, &state, hook)
+                .await
+            {
+                Ok(position) => {
+                    let version = from_version + events.len() as u64;
+                    self.maybe_snapshot(id, from_version, version, position, &state)
+                        .await;
+                    return Ok(Committed {
+                        state,
+                        version,
+                        position: Some(position),
+                        events,
+                    });
+                }
+                Err(AppendError::Conflict) if attempt < self.config.max_conflict_retries => {
+                    attempt += 1;
+                    tracing::debug!(attempt, "concurrency conflict; retrying the command");
+                    tokio::time::sleep(backoff(attempt)).await;
+                }
+                Err(AppendError::Conflict) => {
+                    let current = self.load::<A>(id).await?.version;
+                    return Err(CommandError::Conflict {
+                        current_version: current,
+                    });
+                }
+                Err(AppendError::Hook(e)) => return Err(CommandError::Refused(e)),
+                Err(AppendError::Store(e)) => return Err(CommandError::Store(e)),
+            }
+        }
+    }
+
+    /// Inserts the events after `from_version` in one statement (inside a transaction only when the hook
+    /// writes too) and returns the global position of the last one.
+    async fn append<A: AggregateSchema, H: CommitHook<A>>(
+        &self,
+        id: &str,
+        from_version: u64,
+        events: &[A::Event],
+        context: &CommandContext,
+        state: &A,
+        hook: &H,
+    ) -> Result<i64, AppendError> {
+        let mut sequences = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut versions = Vec::with_capacity(events.len());
+        let mut payloads = Vec::with_capacity(events.len());
+        let mut metadata = Vec::with_capacity(events.len());
+        for (i, event) in events.iter().enumerate() {
+            let sequence = i64::try_from(from_version + 1 + i as u64).unwrap_or(i64::MAX);
+            sequences.push(sequence);
+            types.push(event.event_type());
+            versions.push(event.event_version());
+            payloads.push(serde_json::to_value(event).map_err(|source| {
+                AppendError::Store(Error::Serialize {
+                    what: "event",
+                    source,
+                })
+            })?);
+            metadata.push(
+                serde_json::to_value(EventMetadata::new(context)).map_err(|source| {
+                    AppendError::Store(Error::Serialize {
+                        what: "metadata",
+                        source,
+                    })
+                })?,
+            );
+        }
+        let query = sqlx::query_scalar::<_, i64>(APPEND_SQL)
+            .bind(A::TYPE)
+            .bind(id)
+            .bind(sequences)
+            .bind(types)
+            .bind(versions)
+            .bind(payloads)
+            .bind(metadata);
+        let positions = if hook.is_noop() {
+            query.fetch_all(&self.pool).await?
+        } else {
+            let mut tx = self.pool.begin().await?;
+            let positions = query.fetch_all(&mut *tx).await?;
+            hook.before_commit(&mut tx, id, state, events)
+                .await
+                .map_err(|e| match e {
+                    HookError::Database(db) => AppendError::from(db),
+                    refused => AppendError::Hook(refused),
+                })?;
+            tx.commit().await?;
+            positions
+        };
+        Ok(positions.into_iter().max().unwrap_or_default())
+    }
+
+    /// Writes a snapshot when the commit crossed a multiple of `snapshot_every`. Never fails the command:
+    /// a snapshot is a cache, and a missing one only costs a longer fold.
+    async fn maybe_snapshot<A: AggregateSchema>(
+        &self,
+        id: &str,
+        from_version: u64,
+        version: u64,
+        position: i64,
+        state: &A,
+    ) {
+        let every = self.config.snapshot_every;
+        if every == 0 || from_version / every == version / every {
+            return;
+        }
+        if let Err(e) = self.write_snapshot(id, version, position, state).await {
+            tracing::warn!(aggregate_type = A::TYPE, aggregate_id = id, version, error = %e,
+                "snapshot not written; loads fold more events until the next one");
+        }
+    }
+
+    /// Stores `state` as the snapshot of `id` at `version` (idempotent).
+    pub async fn write_snapshot<A: AggregateSchema>(
+        &self,
+        id: &str,
+        version: u64,
+        position: i64,
+        state: &A,
+    ) -> Result<()> {
+        let json = serde_json::to_value(state).map_err(|source| Error::Serialize {
+            what: "aggregate state",
+            source,
+        })?;
+        sqlx::query(
+            "insert into snapshots (aggregate_type, aggregate_id, sequence, state_version, state, global_position)
+             values ($1, $2, $3, $4, $5, $6)
+             on conflict (aggregate_type, aggregate_id, sequence) do nothing",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .bind(i64::try_from(version).unwrap_or(i64::MAX))
+        .bind(A::STATE_VERSION)
+        .bind(json)
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Jittered exponential backoff: a random wait up to 2 ms × 2^attempt, capped at 100 ms.
+fn backoff(attempt: u32) -> Duration {
+    let cap_ms = (2u64 << attempt.min(16)).min(100);
+    Duration::from_millis(rand::rng().random_range(1..=cap_ms))
+}

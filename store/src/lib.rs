@@ -1,0 +1,31 @@
+//! The event store of trailbook, on PostgreSQL.
+//!
+//! Owns the database: connection pools, the embedded migrations, the append-only `events` table and its
+//! command path (load, handle, append with optimistic concurrency and bounded retries), snapshots (a pure
+//! cache), time travel, the global log reader, and the private PostgreSQL cluster used when no
+//! `DATABASE_URL` is given. It knows nothing about HTTP or GraphQL.
+//!
+//! # Layout
+//! - `db`: connecting (with password-free errors) and migrating.
+//! - `event_store`: [`EventStore`]: the command path, loading, snapshots, time travel, history.
+//! - `log`: the global log reader, which never skips an event of a slow transaction.
+//! - `metadata`: what is stored with every event (correlation, causation, actor).
+//! - `embedded`: the private PostgreSQL cluster under the data dir.
+//! - `testing`: a fresh database per test.
+//! - `error`: [`Error`] and [`CommandError`].
+#![forbid(unsafe_code)]
+
+pub mod db;
+pub mod embedded;
+pub mod error;
+pub mod event_store;
+pub mod log;
+pub mod metadata;
+pub mod testing;
+
+pub use error::{CommandError, Error, HookError, Result};
+pub use event_store::{
+    CommitHook, Committed, EventStore, ExecuteOptions, Loaded, NoHook, StoreConfig,
+};
+pub use log::{Checkpoint, RecordedEvent};
+pub use metadata::{CommandContext, EventMetadata};

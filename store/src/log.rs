@@ -1,0 +1,134 @@
+//! The global log: every event of every aggregate, in an order that never skips a committed event.
+//!
+//! `global_position` comes from an identity column, so it is handed out at INSERT time, not at COMMIT
+//! time: a slow transaction can hold position 25 while a faster one commits 26. A reader that only
+//! remembered "position > 25" would then never see 25. Instead the log is read by `(tx_id,
+//! global_position)` and only below `pg_snapshot_xmin(pg_current_snapshot())`, the oldest transaction still
+//! running: every transaction below it has finished, so nothing can still appear behind the cursor. The
+//! price is that one long transaction holds the log back until it ends (visible as lag, never as a gap).
+
+use chrono::{DateTime, Utc};
+use cqrs_es::persist::SerializedEvent;
+use domain::AggregateSchema;
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+
+use crate::error::{CorruptEvent, Error, Result};
+
+/// A reader's position in the global log: the last event it has handled.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Checkpoint {
+    /// Transaction id (`xid8`) of the last event handled.
+    pub tx_id: i64,
+    /// Global position of the last event handled.
+    pub position: i64,
+}
+
+/// One stored event with everything the table knows about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct RecordedEvent {
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: serde_json::Value,
+    pub metadata: serde_json::Value,
+    pub global_position: i64,
+    pub tx_id: i64,
+    pub recorded_at: DateTime<Utc>,
+}
+
+impl RecordedEvent {
+    /// The checkpoint a reader stores after handling this event.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            tx_id: self.tx_id,
+            position: self.global_position,
+        }
+    }
+
+    /// The typed domain event, brought up to date by the aggregate's upcasters.
+    pub fn decode<A: AggregateSchema>(&self) -> Result<A::Event> {
+        let upcasters = A::upcasters();
+        decode_event::<A>(
+            &upcasters,
+            &self.aggregate_id,
+            self.sequence,
+            &self.event_type,
+            &self.event_version,
+            self.payload.clone(),
+        )
+    }
+}
+
+/// Columns of [`RecordedEvent`], for queries that build one.
+pub(crate) const RECORDED_COLUMNS: &str = "aggregate_type, aggregate_id, sequence, event_type, \
+     event_version, payload, metadata, global_position, tx_id::text::bigint as tx_id, recorded_at";
+
+/// Upcasts and deserializes one stored event; a failure is a [`Error::CorruptEvent`] naming the row.
+pub(crate) fn decode_event<A: AggregateSchema>(
+    upcasters: &[Box<dyn cqrs_es::persist::EventUpcaster>],
+    aggregate_id: &str,
+    sequence: i64,
+    event_type: &str,
+    event_version: &str,
+    payload: serde_json::Value,
+) -> Result<A::Event> {
+    let mut serialized = SerializedEvent::new(
+        aggregate_id.to_string(),
+        usize::try_from(sequence).unwrap_or_default(),
+        A::TYPE.to_string(),
+        event_type.to_string(),
+        event_version.to_string(),
+        payload,
+        serde_json::Value::Null,
+    );
+    for upcaster in upcasters {
+        if upcaster.can_upcast(&serialized.event_type, &serialized.event_version) {
+            serialized = upcaster.upcast(serialized);
+        }
+    }
+    serde_json::from_value(serialized.payload).map_err(|e| {
+        Error::CorruptEvent(Box::new(CorruptEvent {
+            aggregate_type: A::TYPE.to_string(),
+            aggregate_id: aggregate_id.to_string(),
+            sequence,
+            event_type: event_type.to_string(),
+            event_version: event_version.to_string(),
+            reason: e.to_string(),
+        }))
+    })
+}
+
+/// Reads up to `limit` events after `after`, in log order, stopping before any transaction that may still
+/// commit. Calling it again with the checkpoint of the last event returned continues without gaps.
+pub async fn read_after<'e, E: PgExecutor<'e>>(
+    executor: E,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Vec<RecordedEvent>> {
+    let sql = format!(
+        "select {RECORDED_COLUMNS} from events
+         where (tx_id, global_position) > ($1::bigint::text::xid8, $2)
+           and tx_id < pg_snapshot_xmin(pg_current_snapshot())
+         order by tx_id, global_position
+         limit $3"
+    );
+    Ok(sqlx::query_as::<_, RecordedEvent>(&sql)
+        .bind(after.tx_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?)
+}
+
+/// The highest global position written so far (0 for an empty log), committed or not.
+pub async fn head_position<'e, E: PgExecutor<'e>>(executor: E) -> Result<i64> {
+    let head: Option<i64> = sqlx::query_scalar("select max(global_position) from events")
+        .fetch_one(executor)
+        .await?;
+    Ok(head.unwrap_or(0))
+}

@@ -1,0 +1,462 @@
+//! The event store against real PostgreSQL: snapshots, concurrency, commit hooks, time travel, and the
+//! refusals and fallbacks on bad stored data.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{fold, Counter, CounterCommand, Gate};
+use store::testing::TestDb;
+use store::{
+    CommandContext, CommandError, CommitHook, EventStore, ExecuteOptions, HookError, StoreConfig,
+};
+use tokio::sync::Barrier;
+
+fn store_with(db: &TestDb, snapshot_every: u64, retries: u32) -> EventStore {
+    EventStore::new(
+        db.pool.clone(),
+        StoreConfig {
+            snapshot_every,
+            max_conflict_retries: retries,
+        },
+    )
+}
+
+async fn add(store: &EventStore, id: &str, ns: &[i64]) -> store::Committed<Counter> {
+    store
+        .execute::<Counter>(
+            id,
+            CounterCommand::Add(ns.to_vec()),
+            &Gate::default(),
+            &CommandContext::system("counter.add"),
+            ExecuteOptions::default(),
+        )
+        .await
+        .expect("command commits")
+}
+
+/// A stream whose `apply` is not idempotent loads identically with and without snapshots, at the head and
+/// at every past version, across many snapshot boundaries and multi-event commits.
+#[tokio::test]
+async fn snapshots_never_change_the_loaded_state() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 4, 5);
+    let batches: Vec<Vec<i64>> = (1..=25)
+        .map(|i| (0..(i % 3 + 1)).map(|j| i * 10 + j).collect())
+        .collect();
+    for batch in &batches {
+        add(&store, "c-1", batch).await;
+    }
+
+    let history = store.history("counter", "c-1").await.unwrap();
+    let truth = fold(&history);
+    let snapshots: i64 =
+        sqlx::query_scalar("select count(*) from snapshots where aggregate_id = 'c-1'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(snapshots >= 10, "expected many snapshots, got {snapshots}");
+
+    let head = store.load::<Counter>("c-1").await.unwrap();
+    assert_eq!(head.state, truth);
+    assert_eq!(head.version, history.len() as u64);
+    assert_eq!(
+        truth.applied,
+        history.len() as u64,
+        "each event applied exactly once"
+    );
+    assert!(head.snapshot.is_some(), "head load starts from a snapshot");
+
+    for v in 1..=history.len() {
+        let past = store
+            .load_at_version::<Counter>("c-1", v as u64)
+            .await
+            .unwrap();
+        assert_eq!(past.state, fold(&history[..v]), "state at version {v}");
+        assert_eq!(past.version, v as u64);
+        // a snapshot is written whenever a commit crosses a multiple of 4; a commit holds at most 3 events
+        assert!(
+            past.applied <= 6,
+            "version {v} folded {} events",
+            past.applied
+        );
+    }
+}
+
+/// A snapshot row that no longer deserializes, or that was written for another state version, is ignored:
+/// the load folds from events and gives the right answer.
+#[tokio::test]
+async fn corrupt_or_outdated_snapshots_are_ignored() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 2, 5);
+    for i in 0..6 {
+        add(&store, "c-2", &[i]).await;
+    }
+    let truth = fold(&store.history("counter", "c-2").await.unwrap());
+
+    sqlx::query("update snapshots set state = '{\"total\":\"not a number\"}' where aggregate_id = 'c-2' and sequence = 6")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let loaded = store.load::<Counter>("c-2").await.unwrap();
+    assert_eq!(loaded.state, truth);
+    assert_eq!(loaded.snapshot, None, "the corrupt snapshot was not used");
+
+    sqlx::query("update snapshots set state_version = 99 where aggregate_id = 'c-2'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let loaded = store.load::<Counter>("c-2").await.unwrap();
+    assert_eq!(loaded.state, truth);
+    assert_eq!(loaded.snapshot, None);
+}
+
+/// Every command returns the new version and the global position of its last event.
+#[tokio::test]
+async fn a_commit_returns_its_version_and_global_position() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 0, 5);
+    let first = add(&store, "a", &[1, 2]).await;
+    let second = add(&store, "b", &[3]).await;
+    let third = add(&store, "a", &[4]).await;
+    assert_eq!((first.version, second.version, third.version), (2, 1, 3));
+    let max: i64 = sqlx::query_scalar("select max(global_position) from events")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(third.position, Some(max));
+    assert!(first.position < second.position && second.position < third.position);
+
+    let noop = store
+        .execute::<Counter>(
+            "a",
+            CounterCommand::Nothing,
+            &Gate::default(),
+            &CommandContext::system("noop"),
+            ExecuteOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(noop.version, 3);
+    assert!(noop.events.is_empty());
+    assert_eq!(
+        noop.position, third.position,
+        "a no-op reports the aggregate's last position"
+    );
+}
+
+/// Concurrent commands on one aggregate all land exactly once: conflicts are retried internally, no
+/// update is lost and no event is duplicated.
+#[tokio::test]
+async fn concurrent_commands_are_retried_and_none_is_lost() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 3, 20);
+    add(&store, "hot", &[0]).await;
+    let mut tasks = Vec::new();
+    for i in 1..=16 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { add(&store, "hot", &[i]).await }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let loaded = store.load::<Counter>("hot").await.unwrap();
+    assert_eq!(loaded.version, 17);
+    assert_eq!(loaded.state.total, (0..=16).sum::<i64>());
+    let mut adds = loaded.state.adds.clone();
+    adds.sort();
+    assert_eq!(adds, (0..=16).collect::<Vec<_>>());
+}
+
+/// When retries run out, the caller gets a typed conflict carrying the current version, and only the
+/// winner's events are stored.
+#[tokio::test]
+async fn conflict_after_retries_is_a_typed_error() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 0, 0);
+    let gate = Arc::new(Gate {
+        barrier: Some(Arc::new(Barrier::new(2))),
+        hold: 2,
+        ..Gate::default()
+    });
+    let run = |n: i64| {
+        let store = store.clone();
+        let gate = gate.clone();
+        tokio::spawn(async move {
+            store
+                .execute::<Counter>(
+                    "race",
+                    CounterCommand::Add(vec![n]),
+                    &gate,
+                    &CommandContext::system("add"),
+                    ExecuteOptions::default(),
+                )
+                .await
+        })
+    };
+    let (a, b) = (run(1), run(2));
+    let results = [a.await.unwrap(), b.await.unwrap()];
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "exactly one wins: {results:?}");
+    let conflict = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert!(
+        matches!(conflict, CommandError::Conflict { current_version: 1 }),
+        "{conflict:?}"
+    );
+    assert_eq!(store.history("counter", "race").await.unwrap().len(), 1);
+}
+
+/// `If-Match` semantics: a stale expected version is refused with the current version.
+#[tokio::test]
+async fn stale_expected_version_is_refused() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 0, 5);
+    add(&store, "s", &[1, 1]).await;
+    let err = store
+        .execute::<Counter>(
+            "s",
+            CounterCommand::Add(vec![1]),
+            &Gate::default(),
+            &CommandContext::system("add"),
+            ExecuteOptions {
+                expected_version: Some(1),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CommandError::Stale {
+                expected: 1,
+                current: 2
+            }
+        ),
+        "{err:?}"
+    );
+    let ok = store
+        .execute::<Counter>(
+            "s",
+            CounterCommand::Add(vec![1]),
+            &Gate::default(),
+            &CommandContext::system("add"),
+            ExecuteOptions {
+                expected_version: Some(2),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(ok.version, 3);
+}
+
+/// A wrong `new_stream` guess costs one retry and never a wrong state.
+#[tokio::test]
+async fn a_wrong_new_stream_hint_is_harmless() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 0, 5);
+    add(&store, "n", &[5]).await;
+    let out = store
+        .execute::<Counter>(
+            "n",
+            CounterCommand::AddBelow { n: 1, limit: 5 },
+            &Gate::default(),
+            &CommandContext::system("add"),
+            ExecuteOptions {
+                new_stream: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(
+        matches!(out, Err(CommandError::Rejected(common::LimitReached))),
+        "rule checked on the real state: {out:?}"
+    );
+    assert_eq!(store.load::<Counter>("n").await.unwrap().version, 1);
+}
+
+/// Claims a slot in a side table inside the append transaction.
+struct SlotClaim {
+    slot: &'static str,
+}
+
+impl CommitHook<Counter> for SlotClaim {
+    async fn before_commit(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        aggregate_id: &str,
+        _state: &Counter,
+        _events: &[common::CounterEvent],
+    ) -> Result<(), HookError> {
+        let inserted = sqlx::query(
+            "insert into test_claims (slot, owner) values ($1, $2) on conflict do nothing",
+        )
+        .bind(self.slot)
+        .bind(aggregate_id)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(HookError::Refused {
+                code: "slot_taken",
+                message: format!("slot {} is taken", self.slot),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The hook's claim and the events commit together or not at all: a refused claim leaves no events.
+#[tokio::test]
+async fn commit_hook_statements_are_atomic_with_the_events() {
+    let db = TestDb::new().await.unwrap();
+    sqlx::query("create table test_claims (slot text primary key, owner text not null)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let store = store_with(&db, 0, 5);
+    let hook = SlotClaim { slot: "room-1" };
+    let gate = Gate::default();
+    let context = CommandContext::system("claim");
+    let run = |id: &'static str| {
+        store.execute_with_hook::<Counter, _>(
+            id,
+            CounterCommand::Add(vec![1]),
+            &gate,
+            &context,
+            ExecuteOptions::default(),
+            &hook,
+        )
+    };
+    run("first").await.unwrap();
+    let err = run("second").await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CommandError::Refused(HookError::Refused {
+                code: "slot_taken",
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        store.history("counter", "second").await.unwrap().is_empty(),
+        "refused claim left no events"
+    );
+    let owner: String = sqlx::query_scalar("select owner from test_claims where slot = 'room-1'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(owner, "first");
+}
+
+/// "As of T" gives the state with every event recorded up to T and none after.
+#[tokio::test]
+async fn load_as_of_time_returns_the_earlier_state() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 1, 5);
+    add(&store, "t", &[1]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    add(&store, "t", &[2]).await;
+
+    let then = store.load_as_of::<Counter>("t", between).await.unwrap();
+    assert_eq!((then.version, then.state.total), (1, 1));
+    let before = store
+        .load_as_of::<Counter>("t", between - chrono::Duration::days(1))
+        .await
+        .unwrap();
+    assert_eq!(before.version, 0, "did not exist yet");
+    let now = store
+        .load_as_of::<Counter>("t", chrono::Utc::now())
+        .await
+        .unwrap();
+    assert_eq!((now.version, now.state.total), (2, 3));
+}
+
+/// An event type the aggregate does not know is a clear error naming the row, not a panic.
+#[tokio::test]
+async fn unknown_event_type_in_the_table_is_a_clear_error() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 0, 5);
+    add(&store, "u", &[1]).await;
+    sqlx::query("insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 values ('counter', 'u', 2, 'Exploded', '1.0', '{\"Exploded\":{}}', '{}')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let err = store.load::<Counter>("u").await.unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("counter/u #2") && text.contains("Exploded"),
+        "{text}"
+    );
+}
+
+/// The events table is append-only for real: UPDATE, DELETE and TRUNCATE are refused by the database.
+#[tokio::test]
+async fn events_cannot_be_updated_deleted_or_truncated() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 0, 5);
+    add(&store, "x", &[1]).await;
+    for sql in [
+        "update events set payload = '{}'",
+        "delete from events",
+        "truncate events",
+    ] {
+        let err = sqlx::query(sql).execute(&db.pool).await.unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{sql}: {err}");
+    }
+    assert_eq!(store.history("counter", "x").await.unwrap().len(), 1);
+}
+
+/// Events carry the command's correlation, causation, actor and a fresh UUID v7 event id each.
+#[tokio::test]
+async fn events_carry_metadata() {
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 0, 5);
+    let context = CommandContext {
+        correlation_id: "corr-1".into(),
+        causation_id: Some("cmd-9".into()),
+        actor: Some(domain::values::Actor {
+            subject: "ada".into(),
+            role: domain::values::Role::Client,
+        }),
+        idempotency_key: Some("key-1".into()),
+        command: Some("counter.add".into()),
+    };
+    store
+        .execute::<Counter>(
+            "m",
+            CounterCommand::Add(vec![1, 2]),
+            &Gate::default(),
+            &context,
+            ExecuteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let history = store.history("counter", "m").await.unwrap();
+    let metas: Vec<store::EventMetadata> = history
+        .iter()
+        .map(|e| serde_json::from_value(e.metadata.clone()).unwrap())
+        .collect();
+    assert_eq!(metas[0].context, context);
+    assert_ne!(metas[0].event_id, metas[1].event_id);
+    assert_eq!(metas[0].event_id.get_version_num(), 7);
+}
+
+/// The table stays readable by postgres-es 0.5 (its repository can load what we append).
+#[tokio::test]
+async fn postgres_es_can_read_our_events() {
+    use cqrs_es::persist::PersistedEventRepository;
+    let db = TestDb::new().await.unwrap();
+    let store = store_with(&db, 0, 5);
+    add(&store, "compat", &[7, 8]).await;
+    let repo = postgres_es::PostgresEventRepository::new(db.pool.clone());
+    let events = repo.get_events::<Counter>("compat").await.unwrap();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[1].sequence, 2);
+}

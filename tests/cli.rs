@@ -1,0 +1,347 @@
+//! End-to-end tests of the `trailbook` binary: zero-config start and stop, `history`, and the clear
+//! failures promised for bad input.
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use domain::booking::{BookingCommand, Customer, PartnerReportedStatus, PartnerSource};
+use domain::values::{Actor, Currency, Email, Money, Role};
+use domain::Booking;
+use store::testing::TestDb;
+use store::{CommandContext, EventStore, ExecuteOptions, StoreConfig};
+
+fn trailbook() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trailbook"))
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("trailbook runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A data dir under target/, removed at the end of the test.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new() -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("e2e-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Kills the child if the test fails before it exits.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "trailbook did not exit within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// With no DATABASE_URL, `serve` starts a private cluster from the system's binaries, migrates, serves
+/// health routes, and on SIGTERM shuts down cleanly and stops the cluster it started.
+#[tokio::test]
+async fn serve_with_no_configuration_runs_on_a_private_cluster_and_stops_cleanly() {
+    let data = DataDir::new();
+    let mut child = Running(
+        trailbook()
+            .args([
+                "serve",
+                "--command-addr",
+                "127.0.0.1:0",
+                "--query-addr",
+                "127.0.0.1:0",
+                "--partner-addr",
+                "127.0.0.1:0",
+            ])
+            .env_remove("DATABASE_URL")
+            .env("TRAILBOOK_DATA_DIR", &data.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("trailbook REST:") {
+                let _ = tx.send(url.trim().to_string());
+            }
+        }
+    });
+    let base = rx
+        .recv_timeout(Duration::from_secs(90))
+        .expect("serve prints its REST URL");
+
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let ready = http.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+
+    let port: u16 = std::fs::read_to_string(data.0.join("pg-port"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "cluster is up while serving"
+    );
+
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = wait_for_exit(&mut child.0, Duration::from_secs(60));
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "cluster stopped with serve"
+    );
+}
+
+async fn scripted_booking(db: &TestDb, id: &str) -> (chrono::DateTime<Utc>, String) {
+    let store = EventStore::new(db.pool.clone(), StoreConfig::default());
+    let context = CommandContext {
+        correlation_id: "corr-e2e-1".into(),
+        causation_id: Some("cmd-1".into()),
+        actor: Some(Actor {
+            subject: "ada".into(),
+            role: Role::Client,
+        }),
+        idempotency_key: Some("key-1".into()),
+        command: Some("booking.create".into()),
+    };
+    let starts_at = "2026-12-01T15:00:00Z".parse().unwrap();
+    let ends_at = "2026-12-03T11:00:00Z".parse().unwrap();
+    let request = BookingCommand::Request {
+        booking_id: id.into(),
+        owner: "ada".into(),
+        partner: "acme-hotels".into(),
+        resource: "room-42".into(),
+        starts_at,
+        ends_at,
+        guests: 2,
+        amount: Money {
+            minor: 25000,
+            currency: Currency::try_from("EUR".to_string()).unwrap(),
+        },
+        customer: Customer {
+            name: "Ada Lovelace".into(),
+            email: Email::try_from("ada@example.com".to_string()).unwrap(),
+        },
+        at: Utc::now(),
+    };
+    store
+        .execute::<Booking>(id, request, &(), &context, ExecuteOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let between = Utc::now();
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let worker = CommandContext {
+        actor: Some(Actor {
+            subject: "partner-gateway".into(),
+            role: Role::System,
+        }),
+        ..CommandContext::system("booking.reserve")
+    };
+    store
+        .execute::<Booking>(
+            id,
+            BookingCommand::RecordReservationRequested {
+                attempt: 1,
+                at: Utc::now(),
+            },
+            &(),
+            &worker,
+            ExecuteOptions::default(),
+        )
+        .await
+        .unwrap();
+    store
+        .execute::<Booking>(
+            id,
+            BookingCommand::ApplyPartnerStatus {
+                reported: PartnerReportedStatus::Confirmed,
+                reservation_id: Some("res-1".into()),
+                source: PartnerSource::Response,
+                partner_time: Utc::now(),
+                reason: None,
+            },
+            &(),
+            &worker,
+            ExecuteOptions::default(),
+        )
+        .await
+        .unwrap();
+    (between, db.url.clone())
+}
+
+/// `history` prints the folded state and every event with its metadata; `--at-version` and `--as-of`
+/// print the past state and only the events up to it; `--json` gives the same as JSON.
+#[tokio::test]
+async fn history_prints_state_events_and_the_past() {
+    let db = TestDb::new().await.unwrap();
+    let (between, url) = scripted_booking(&db, "bk-1").await;
+
+    let now = run(trailbook()
+        .args(["history", "booking", "bk-1"])
+        .env("DATABASE_URL", &url));
+    assert!(now.status.success(), "{}", text(&now.stderr));
+    let out = text(&now.stdout);
+    assert!(out.contains("booking bk-1: version 3 of 3"), "{out}");
+    assert!(out.contains("\"status\": \"confirmed\""), "{out}");
+    for needle in [
+        "BookingRequested v2.0",
+        "PartnerReservationRequested",
+        "PartnerConfirmed",
+        "by client:ada",
+        "correlation corr-e2e-1",
+        "causation cmd-1",
+        "by system:partner-gateway",
+    ] {
+        assert!(out.contains(needle), "missing `{needle}` in:\n{out}");
+    }
+
+    let past = run(trailbook()
+        .args(["history", "booking", "bk-1", "--at-version", "1"])
+        .env("DATABASE_URL", &url));
+    let out = text(&past.stdout);
+    assert!(
+        out.contains("version 1 of 3") && out.contains("\"status\": \"requested\""),
+        "{out}"
+    );
+    assert!(
+        out.contains("(2 later events not shown)") && !out.contains("PartnerConfirmed"),
+        "{out}"
+    );
+
+    let as_of = run(trailbook()
+        .args([
+            "history",
+            "booking",
+            "bk-1",
+            "--as-of",
+            &between.to_rfc3339(),
+            "--json",
+        ])
+        .env("DATABASE_URL", &url));
+    assert!(as_of.status.success(), "{}", text(&as_of.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&as_of.stdout).unwrap();
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["state"]["status"], "requested");
+    assert_eq!(json["events"].as_array().unwrap().len(), 1);
+    assert_eq!(json["events"][0]["metadata"]["actor"]["subject"], "ada");
+
+    let beyond = run(trailbook()
+        .args(["history", "booking", "bk-1", "--at-version", "9"])
+        .env("DATABASE_URL", &url));
+    assert_eq!(beyond.status.code(), Some(2));
+    assert!(text(&beyond.stderr).contains("beyond its head"));
+}
+
+/// Unknown ids and unreadable stored events are clear one-line errors with exit code 1, never a panic.
+#[tokio::test]
+async fn history_reports_unknown_ids_and_unreadable_events() {
+    let db = TestDb::new().await.unwrap();
+    scripted_booking(&db, "bk-2").await;
+
+    let missing = run(trailbook()
+        .args(["history", "visit", "nope"])
+        .env("DATABASE_URL", &db.url));
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        text(&missing.stderr).trim(),
+        "error: no visit with id `nope`"
+    );
+
+    sqlx::query("insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+                 values ('booking', 'bk-2', 4, 'BookingTeleported', '1.0', '{\"BookingTeleported\":{}}', '{}')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let corrupt = run(trailbook()
+        .args(["history", "booking", "bk-2"])
+        .env("DATABASE_URL", &db.url));
+    assert_eq!(corrupt.status.code(), Some(1));
+    let err = text(&corrupt.stderr);
+    assert!(
+        err.contains("booking/bk-2 #4")
+            && err.contains("BookingTeleported")
+            && !err.contains("panicked"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// A malformed DATABASE_URL: exit code 2 and a message that does not repeat the password.
+#[test]
+fn malformed_database_url_exits_2_without_the_password() {
+    let out = run(trailbook()
+        .args(["migrate"])
+        .env("DATABASE_URL", "postgres://app:hunter2@db:notaport/x"));
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: invalid database URL"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// An unreachable database: exit code 1 and a message naming host, port and database, not the password.
+#[test]
+fn unreachable_database_is_a_clear_error() {
+    let out = run(trailbook()
+        .args(["migrate"])
+        .env("DATABASE_URL", "postgres://app:hunter2@127.0.0.1:1/trail"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot connect to PostgreSQL at 127.0.0.1:1/trail as app"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+/// Subcommands of later issues say so, with exit code 2, instead of pretending to work.
+#[test]
+fn unavailable_subcommands_say_so() {
+    let out = run(trailbook()
+        .args(["projections", "status"])
+        .env("DATABASE_URL", "postgres://x@127.0.0.1:1/x"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not available yet"));
+}
