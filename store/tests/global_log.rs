@@ -33,6 +33,24 @@ async fn read_all(db: &TestDb, after: Checkpoint) -> Vec<store::RecordedEvent> {
     out
 }
 
+/// Reads until `n` events arrived after `after`, or 10 s passed. `pg_snapshot_xmin` is cluster-wide, so an
+/// open transaction of another test (in another database of the same server) may briefly hold the log
+/// back: readers wait, they never skip.
+async fn read_until(db: &TestDb, after: Checkpoint, n: usize) -> Vec<store::RecordedEvent> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut out = Vec::new();
+    let mut cursor = after;
+    while out.len() < n && std::time::Instant::now() < deadline {
+        let page = read_all(db, cursor).await;
+        match page.last() {
+            Some(last) => cursor = last.checkpoint(),
+            None => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+        out.extend(page);
+    }
+    out
+}
+
 /// A transaction that took a global position but has not committed holds back every later event; once
 /// it commits, the reader delivers it and then the later ones, in (tx, position) order, each once.
 #[tokio::test]
@@ -40,7 +58,7 @@ async fn reader_waits_for_a_slow_transaction_then_delivers_everything_in_order()
     let db = TestDb::new().await.unwrap();
     let store = EventStore::new(db.pool.clone(), StoreConfig::default());
     add(&store, "before", 1).await;
-    let seen = read_all(&db, Checkpoint::default()).await;
+    let seen = read_until(&db, Checkpoint::default(), 1).await;
     assert_eq!(seen.len(), 1);
     let cursor = seen[0].checkpoint();
 
@@ -67,7 +85,7 @@ async fn reader_waits_for_a_slow_transaction_then_delivers_everything_in_order()
     );
 
     slow.commit().await.unwrap();
-    let delivered = read_all(&db, cursor).await;
+    let delivered = read_until(&db, cursor, 4).await;
     let ids: Vec<&str> = delivered.iter().map(|e| e.aggregate_id.as_str()).collect();
     assert_eq!(ids, ["slow", "fast-0", "fast-1", "fast-2"]);
     let mut keys: Vec<_> = delivered
@@ -98,7 +116,14 @@ async fn rolled_back_transactions_leave_no_gap_and_no_event() {
         .unwrap();
     add(&store, "kept", 1).await;
     aborted.rollback().await.unwrap();
-    let delivered = read_all(&db, Checkpoint::default()).await;
+    let mut delivered = read_until(&db, Checkpoint::default(), 1).await;
+    delivered.extend(
+        read_all(
+            &db,
+            delivered.last().map(|e| e.checkpoint()).unwrap_or_default(),
+        )
+        .await,
+    );
     assert_eq!(
         delivered
             .iter()
@@ -137,7 +162,8 @@ async fn concurrent_writers_are_read_completely_and_once() {
     for w in writers {
         w.await.unwrap();
     }
-    delivered.extend(read_all(&db, cursor).await);
+    let missing = 200 - delivered.len();
+    delivered.extend(read_until(&db, cursor, missing).await);
     let mut positions: Vec<i64> = delivered.iter().map(|e| e.global_position).collect();
     assert_eq!(positions.len(), 200);
     positions.sort();
