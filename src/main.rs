@@ -11,8 +11,12 @@ use std::process::ExitCode;
 
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use domain::values::Role;
 use store::db::{Database, PoolConfig};
 use store::{EventStore, StoreConfig};
+
+const JWT_SECRET_ENV: &str = "TRAILBOOK_JWT_SECRET";
+const PARTNER_SECRET_ENV: &str = "TRAILBOOK_PARTNER_SECRET";
 
 /// An event-sourced CQRS engine for booking and care-workflow systems, on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -82,8 +86,8 @@ enum Command {
     Projections(PassThrough),
     /// List jobs, or replay a dead-lettered one.
     Jobs(PassThrough),
-    /// Print a bearer token for development use.
-    Token(PassThrough),
+    /// Print a bearer token for development use (signed with the configured secret).
+    Token(TokenArgs),
 }
 
 #[derive(Debug, Args)]
@@ -97,6 +101,40 @@ struct ServeArgs {
     /// Address of the in-process partner simulator (when TRAILBOOK_PARTNER_URL is not set).
     #[arg(long, env = "TRAILBOOK_PARTNER_ADDR", default_value = "127.0.0.1:8090")]
     partner_addr: SocketAddr,
+    #[command(flatten)]
+    api: ApiArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum TokenRole {
+    Client,
+    Operator,
+    Support,
+    Partner,
+}
+
+#[derive(Debug, Args)]
+struct TokenArgs {
+    /// The role the token grants.
+    #[arg(long)]
+    role: TokenRole,
+    /// Who the token speaks for (a client id, an operator's name).
+    #[arg(long)]
+    subject: String,
+    /// How long the token is valid, in hours.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
+    ttl_hours: u32,
+}
+
+/// Settings of the REST command API.
+#[derive(Debug, Args)]
+struct ApiArgs {
+    /// Requests per second per bearer token (bursts of up to max(2×, 1000) pass); 0 disables limiting.
+    #[arg(long, env = "TRAILBOOK_RATE_LIMIT", default_value_t = 500)]
+    rate_limit: u32,
+    /// How long an Idempotency-Key is remembered, in hours.
+    #[arg(long, env = "TRAILBOOK_IDEMPOTENCY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
+    idempotency_ttl_hours: u32,
 }
 
 /// Arguments of subcommands that are not available yet.
@@ -224,7 +262,38 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::PartnerSim(_) => not_yet("partner-sim", "the workers"),
         Command::Projections(_) => not_yet("projections", "the projector"),
         Command::Jobs(_) => not_yet("jobs", "the workers"),
-        Command::Token(_) => not_yet("token", "the command API"),
+        Command::Token(args) => {
+            let secret = command_api::secrets::load_or_create(
+                JWT_SECRET_ENV,
+                &cli.db.data_dir,
+                "jwt-secret",
+            )
+            .map_err(|e| Failure {
+                code: 1,
+                message: error_chain(&e),
+            })?;
+            let role = match args.role {
+                TokenRole::Client => Role::Client,
+                TokenRole::Operator => Role::Operator,
+                TokenRole::Support => Role::Support,
+                TokenRole::Partner => Role::Partner,
+            };
+            if args.subject.trim().is_empty() || args.subject.len() > 200 {
+                return Err(Failure::usage("--subject must be 1 to 200 characters"));
+            }
+            let token = command_api::Tokens::new(&secret)
+                .issue(
+                    role,
+                    args.subject.trim(),
+                    chrono::Duration::hours(i64::from(args.ttl_hours)),
+                )
+                .map_err(|e| Failure {
+                    code: 1,
+                    message: format!("cannot sign the token: {e}"),
+                })?;
+            println!("{token}");
+            Ok(())
+        }
     }
 }
 
@@ -267,7 +336,29 @@ async fn serve_until_signal(
     db_args: &DbArgs,
     args: &ServeArgs,
 ) -> Result<(), Failure> {
+    let secret_failure = |e: command_api::secrets::SecretError| Failure {
+        code: 1,
+        message: error_chain(&e),
+    };
+    let jwt_secret =
+        command_api::secrets::load_or_create(JWT_SECRET_ENV, &db_args.data_dir, "jwt-secret")
+            .map_err(secret_failure)?;
+    let partner_secret = command_api::secrets::load_or_create(
+        PARTNER_SECRET_ENV,
+        &db_args.data_dir,
+        "partner-secret",
+    )
+    .map_err(secret_failure)?;
     let store = EventStore::new(db.pool.clone(), store_config(db_args));
+    let state = command_api::AppState::new(
+        store,
+        command_api::Tokens::new(&jwt_secret),
+        &partner_secret,
+        command_api::Config {
+            idempotency_ttl: chrono::Duration::hours(i64::from(args.api.idempotency_ttl_hours)),
+            rate_limit: args.api.rate_limit,
+        },
+    );
     let listener = tokio::net::TcpListener::bind(args.command_addr)
         .await
         .map_err(|e| {
@@ -287,12 +378,27 @@ async fn serve_until_signal(
     }
     tracing::info!(url = %format!("http://{local}"), "REST command API listening");
     println!("trailbook REST:    http://{local}");
-    let app = command_api::app(command_api::AppState { store });
-    axum::serve(listener, app)
+    let purger = tokio::spawn(purge_idempotency_keys(db.pool.clone()));
+    let app = command_api::app(state);
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(telemetry::shutdown_signal())
-        .await
-        .map_err(|e| Failure {
-            code: 1,
-            message: format!("the REST server failed: {e}"),
-        })
+        .await;
+    purger.abort();
+    served.map_err(|e| Failure {
+        code: 1,
+        message: format!("the REST server failed: {e}"),
+    })
+}
+
+/// Deletes expired idempotency keys every ten minutes.
+async fn purge_idempotency_keys(pool: sqlx::PgPool) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match command_api::idempotency::purge_expired(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "purged expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+        }
+    }
 }

@@ -8,11 +8,14 @@ use serde_json::json;
 use crate::AppState;
 
 /// Liveness: the process answers. Never touches the database.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
 pub async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, axum::Json(json!({ "status": "ok" })))
 }
 
 /// Readiness: the database answers a trivial query. 503 (problem+json, Retry-After) otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "ready"), (status = 503, description = "database unavailable")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match sqlx::query_scalar::<_, i32>("select 1")
         .fetch_one(state.store.pool())

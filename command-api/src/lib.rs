@@ -1,30 +1,190 @@
 //! The REST command service (writes): bookings, visits, partner callbacks, operator actions.
 //!
-//! Depends on `domain` and `store`, never on the query API, projector or workers. Today it serves the
-//! health routes; the command routes of DESIGN.md "REST" are the command-API issue.
+//! Depends on `domain` and `store`, never on the query API, projector or workers. Every error leaves as
+//! RFC 7807 problem+json, mapped in `error` only.
 //!
 //! # Layout
-//! - `health`: `/healthz` (the process is up) and `/readyz` (the database answers).
+//! - `bookings`, `visits`: the aggregate routes (create is idempotent; reads fold the event store).
+//! - `callbacks`: HMAC-signed partner callbacks.
+//! - `idempotency`: `Idempotency-Key` records, derived aggregate ids, replayed answers.
+//! - `auth`: bearer tokens (JWT) and role rules; `secrets`: where the secrets come from.
+//! - `extract`: JSON body, `Idempotency-Key`, `If-Match`, correlation id extractors.
+//! - `middleware`: correlation ids, request metrics, per-token rate limiting.
+//! - `health`, `ops`: health, readiness, metrics, OpenAPI, and operator routes.
+//! - `error`: [`ApiError`] and the HTTP mapping.
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod bookings;
+pub mod callbacks;
+pub mod error;
+pub mod extract;
 mod health;
+pub mod idempotency;
+pub mod middleware;
+mod ops;
+pub mod secrets;
+pub mod visits;
 
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
-use store::EventStore;
+use domain::values::Actor;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use store::{CommandContext, EventStore};
 use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::{Caller, Tokens};
+pub use error::ApiError;
+
+/// Settings of the command API.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How long an `Idempotency-Key` is remembered.
+    pub idempotency_ttl: chrono::Duration,
+    /// Requests per second per token (0: unlimited).
+    pub rate_limit: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            idempotency_ttl: chrono::Duration::hours(24),
+            rate_limit: 500,
+        }
+    }
+}
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: EventStore,
+    pub tokens: Tokens,
+    pub partner_secret: Arc<[u8]>,
+    pub config: Arc<Config>,
+    pub limiter: Option<Arc<middleware::Limiter>>,
+    pub metrics: Option<PrometheusHandle>,
 }
 
-/// The command API's routes.
+impl AppState {
+    pub fn new(store: EventStore, tokens: Tokens, partner_secret: &[u8], config: Config) -> Self {
+        Self {
+            store,
+            tokens,
+            partner_secret: Arc::from(partner_secret),
+            limiter: middleware::Limiter::new(config.rate_limit),
+            config: Arc::new(config),
+            metrics: metrics_handle(),
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (installed once; later calls reuse it).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&[
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                ])
+                .ok()?;
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok()?;
+            Some(handle)
+        })
+        .clone()
+}
+
+/// The metadata context of a command issued by `caller` within request `correlation`.
+pub(crate) fn context(caller: &Caller, correlation: String, command: &str) -> CommandContext {
+    CommandContext {
+        causation_id: Some(format!("cmd-{}", uuid::Uuid::now_v7())),
+        correlation_id: correlation,
+        actor: Some(Actor {
+            subject: caller.0.subject.clone(),
+            role: caller.0.role,
+        }),
+        idempotency_key: None,
+        command: Some(command.to_string()),
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "trailbook command API", description = "Writes: bookings, visits, partner callbacks. Errors are RFC 7807 problem+json."),
+    modifiers(&BearerAuth),
+    tags((name = "bookings"), (name = "visits"), (name = "partner"), (name = "operations"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The routes and the OpenAPI document generated from their annotations.
+fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(bookings::create))
+        .routes(routes!(bookings::get))
+        .routes(routes!(bookings::cancel))
+        .routes(routes!(bookings::payment))
+        .routes(routes!(callbacks::receive))
+        .routes(routes!(visits::create))
+        .routes(routes!(visits::get))
+        .routes(routes!(visits::check_in))
+        .routes(routes!(visits::start))
+        .routes(routes!(visits::complete))
+        .routes(routes!(visits::cancel))
+        .routes(routes!(visits::no_show))
+        .routes(routes!(ops::replay_job))
+        .routes(routes!(ops::rebuild_projection))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the command API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().1
+}
+
+/// The command API's router.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+    let (router, api) = routes();
+    let api = Arc::new(api);
+    router
+        .route("/openapi.json", get(move || ops::openapi_json(api.clone())))
+        .route("/metrics", get(ops::metrics))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(axum::middleware::from_fn(middleware::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::rate_limit,
+        ))
+        .layer(DefaultBodyLimit::max(extract::BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(middleware::correlation))
         .with_state(state)
 }

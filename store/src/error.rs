@@ -98,6 +98,10 @@ pub enum CommandError<E: std::error::Error> {
     #[error("expected version {expected} but the aggregate is at version {current}")]
     Stale { expected: u64, current: u64 },
 
+    /// The caller may not see this aggregate: answer as if it did not exist (HTTP 404).
+    #[error("no such aggregate")]
+    NotVisible,
+
     /// A statement of the commit hook refused the commit (e.g. the resource's time slot is taken).
     #[error(transparent)]
     Refused(HookError),
@@ -110,9 +114,14 @@ pub enum CommandError<E: std::error::Error> {
 /// A commit hook's refusal, or its database failure.
 #[derive(Debug, thiserror::Error)]
 pub enum HookError {
-    /// A business invariant spanning aggregates is violated; `code` is machine-readable, `message` for people.
+    /// A business invariant spanning aggregates is violated; `code` is machine-readable, `message` for
+    /// people, `related_id` the other aggregate involved (e.g. the booking holding the slot), if known.
     #[error("{message}")]
-    Refused { code: &'static str, message: String },
+    Refused {
+        code: &'static str,
+        message: String,
+        related_id: Option<String>,
+    },
 
     /// The hook's statement failed for another reason.
     #[error("database error in commit hook: {0}")]

@@ -87,6 +87,15 @@ pub struct ExecuteOptions {
     pub new_stream: bool,
 }
 
+/// Where the events of a command landed; passed to a [`CommitHook`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Version of the aggregate after the command.
+    pub version: u64,
+    /// Global position of the command's last event.
+    pub position: i64,
+}
+
 /// Extra statements that must commit or fail together with a command's events, such as a claim on a
 /// resource's time slot. Runs inside the append transaction, after the events were inserted.
 pub trait CommitHook<A: Aggregate>: Send + Sync {
@@ -102,6 +111,7 @@ pub trait CommitHook<A: Aggregate>: Send + Sync {
         aggregate_id: &str,
         state: &A,
         events: &[A::Event],
+        appended: Appended,
     ) -> impl Future<Output = Result<(), HookError>> + Send;
 }
 
@@ -120,8 +130,37 @@ impl<A: Aggregate> CommitHook<A> for NoHook {
         _aggregate_id: &str,
         _state: &A,
         _events: &[A::Event],
+        _appended: Appended,
     ) -> Result<(), HookError> {
         Ok(())
+    }
+}
+
+/// Two hooks in one transaction: the first, then the second.
+impl<A, H1, H2> CommitHook<A> for (H1, H2)
+where
+    A: Aggregate,
+    H1: CommitHook<A>,
+    H2: CommitHook<A>,
+{
+    fn is_noop(&self) -> bool {
+        self.0.is_noop() && self.1.is_noop()
+    }
+
+    async fn before_commit(
+        &self,
+        tx: &mut PgConnection,
+        aggregate_id: &str,
+        state: &A,
+        events: &[A::Event],
+        appended: Appended,
+    ) -> Result<(), HookError> {
+        self.0
+            .before_commit(tx, aggregate_id, state, events, appended)
+            .await?;
+        self.1
+            .before_commit(tx, aggregate_id, state, events, appended)
+            .await
     }
 }
 
@@ -352,7 +391,6 @@ impl EventStore {
     ///
     /// On a concurrency conflict the whole command (load, handle, append) is run again, at most
     /// `max_conflict_retries` times with jittered backoff, then [`CommandError::Conflict`].
-    #[tracing::instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %id))]
     pub async fn execute_with_hook<A, H>(
         &self,
         id: &str,
@@ -367,6 +405,30 @@ impl EventStore {
         A::Command: Clone,
         H: CommitHook<A>,
     {
+        self.execute_guarded(id, command, services, context, options, hook, |_: &A| true)
+            .await
+    }
+
+    /// Like [`EventStore::execute_with_hook`], refusing with [`CommandError::NotVisible`] when `may_access`
+    /// says the caller may not see the loaded aggregate (checked on every attempt, before `handle`).
+    #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %id))]
+    pub async fn execute_guarded<A, H, G>(
+        &self,
+        id: &str,
+        command: A::Command,
+        services: &A::Services,
+        context: &CommandContext,
+        options: ExecuteOptions,
+        hook: &H,
+        may_access: G,
+    ) -> Result<Committed<A>, CommandError<A::Error>>
+    where
+        A: AggregateSchema,
+        A::Command: Clone,
+        H: CommitHook<A>,
+        G: Fn(&A) -> bool + Send + Sync,
+    {
         let mut attempt = 0;
         loop {
             let loaded = if options.new_stream && attempt == 0 {
@@ -374,6 +436,9 @@ impl EventStore {
             } else {
                 self.load::<A>(id).await?
             };
+            if loaded.version > 0 && !may_access(&loaded.state) {
+                return Err(CommandError::NotVisible);
+            }
             if let Some(expected) = options.expected_version {
                 if expected != loaded.version {
                     return Err(CommandError::Stale {
@@ -479,7 +544,11 @@ impl EventStore {
         } else {
             let mut tx = self.pool.begin().await?;
             let positions = query.fetch_all(&mut *tx).await?;
-            hook.before_commit(&mut tx, id, state, events)
+            let appended = Appended {
+                version: from_version + events.len() as u64,
+                position: positions.iter().copied().max().unwrap_or_default(),
+            };
+            hook.before_commit(&mut tx, id, state, events, appended)
                 .await
                 .map_err(|e| match e {
                     HookError::Database(db) => AppendError::from(db),

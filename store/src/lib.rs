@@ -6,6 +6,7 @@
 //! `DATABASE_URL` is given. It knows nothing about HTTP or GraphQL.
 //!
 //! # Layout
+//! - `claims`: the booking time-slot claim that joins a booking's append transaction.
 //! - `db`: connecting (with password-free errors) and migrating.
 //! - `event_store`: [`EventStore`]: the command path, loading, snapshots, time travel, history.
 //! - `log`: the global log reader, which never skips an event of a slow transaction.
@@ -15,6 +16,7 @@
 //! - `error`: [`Error`] and [`CommandError`].
 #![forbid(unsafe_code)]
 
+pub mod claims;
 pub mod db;
 pub mod embedded;
 pub mod error;
@@ -25,7 +27,7 @@ pub mod testing;
 
 pub use error::{CommandError, Error, HookError, Result};
 pub use event_store::{
-    CommitHook, Committed, EventStore, ExecuteOptions, Loaded, NoHook, StoreConfig,
+    Appended, CommitHook, Committed, EventStore, ExecuteOptions, Loaded, NoHook, StoreConfig,
 };
 pub use log::{Checkpoint, RecordedEvent};
 pub use metadata::{CommandContext, EventMetadata};

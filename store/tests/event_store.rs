@@ -289,6 +289,7 @@ impl CommitHook<Counter> for SlotClaim {
         aggregate_id: &str,
         _state: &Counter,
         _events: &[common::CounterEvent],
+        _appended: store::event_store::Appended,
     ) -> Result<(), HookError> {
         let inserted = sqlx::query(
             "insert into test_claims (slot, owner) values ($1, $2) on conflict do nothing",
@@ -301,6 +302,7 @@ impl CommitHook<Counter> for SlotClaim {
             return Err(HookError::Refused {
                 code: "slot_taken",
                 message: format!("slot {} is taken", self.slot),
+                related_id: None,
             });
         }
         Ok(())

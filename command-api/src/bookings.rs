@@ -1,0 +1,377 @@
+//! Booking routes: create (idempotent), cancel, payment, and the strongly consistent read.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::booking::{BookingCommand, BookingError, Customer, PaymentOutcome};
+use domain::values::{Currency, Email, Money, Role};
+use domain::Booking;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use store::claims::BookingClaims;
+use store::ExecuteOptions;
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::extract::{CorrelationId, IdempotencyKey, IfMatch, Json};
+use crate::idempotency::{self, Create};
+use crate::{context, AppState};
+
+/// Body of `POST /v1/bookings`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBooking {
+    /// The partner holding the resource, e.g. `acme-hotels`.
+    pub partner: String,
+    /// The partner's resource, e.g. `room-42`.
+    pub resource: String,
+    /// Start of the stay (RFC 3339).
+    pub starts_at: DateTime<Utc>,
+    /// End of the stay (RFC 3339), after `starts_at`.
+    pub ends_at: DateTime<Utc>,
+    /// 1 to 100.
+    pub guests: u32,
+    pub amount: AmountBody,
+    pub customer: CustomerBody,
+}
+
+/// Money in integer minor units (cents) and an ISO 4217 currency code.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AmountBody {
+    pub minor: i64,
+    pub currency: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerBody {
+    pub name: String,
+    pub email: String,
+}
+
+/// Body of `POST /v1/bookings/{id}/cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBooking {
+    pub reason: String,
+}
+
+/// Body of `POST /v1/bookings/{id}/payment`: a test card number (`4000000000000002` is declined).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Payment {
+    pub card: String,
+}
+
+/// What every booking command answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BookingAccepted {
+    pub booking_id: String,
+    /// Status after the command (snake_case).
+    pub status: String,
+    /// Version after the command (the `ETag` / `If-Match` value).
+    pub version: u64,
+    /// Global log position of the command's last event, for read-your-writes (`minPosition`).
+    pub position: Option<i64>,
+}
+
+/// Dates outside these bounds are refused as absurd.
+const EARLIEST: &str = "2000-01-01T00:00:00Z";
+const LATEST_YEARS_AHEAD: i64 = 10;
+
+pub(crate) fn check_date(field: &str, value: DateTime<Utc>) -> Result<(), ApiError> {
+    let earliest: DateTime<Utc> = EARLIEST.parse().unwrap_or_default();
+    let latest = Utc::now() + chrono::Duration::days(365 * LATEST_YEARS_AHEAD);
+    if value < earliest || value > latest {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must be between {EARLIEST} and {LATEST_YEARS_AHEAD} years from now"),
+        ));
+    }
+    Ok(())
+}
+
+impl CreateBooking {
+    fn into_command(self, booking_id: &str, owner: &str) -> Result<BookingCommand, ApiError> {
+        check_date("starts_at", self.starts_at)?;
+        check_date("ends_at", self.ends_at)?;
+        let currency = Currency::parse(&self.amount.currency)
+            .map_err(|e| ApiError::invalid_field("amount.currency", e.to_string()))?;
+        let email = Email::parse(&self.customer.email)
+            .map_err(|e| ApiError::invalid_field("customer.email", e.to_string()))?;
+        Ok(BookingCommand::Request {
+            booking_id: booking_id.to_string(),
+            owner: owner.to_string(),
+            partner: self.partner,
+            resource: self.resource,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            guests: self.guests,
+            amount: Money::new(self.amount.minor, currency),
+            customer: Customer {
+                name: self.customer.name,
+                email,
+            },
+            at: Utc::now(),
+        })
+    }
+}
+
+fn accepted(id: &str, state: &Booking, version: u64, position: Option<i64>) -> BookingAccepted {
+    BookingAccepted {
+        booking_id: id.to_string(),
+        status: state.status.as_str().to_string(),
+        version,
+        position,
+    }
+}
+
+/// Request a booking. Idempotent by `Idempotency-Key`: the same key and body return the same answer.
+#[utoipa::path(post, path = "/v1/bookings", tag = "bookings",
+    request_body = CreateBooking,
+    params(("Idempotency-Key" = String, Header, description = "required; the same key and body give the same answer")),
+    responses(
+        (status = 202, description = "accepted", body = BookingAccepted, headers(("Location" = String))),
+        (status = 400, description = "malformed"), (status = 401, description = "no or bad token"),
+        (status = 409, description = "the resource is already booked for an overlapping period"),
+        (status = 422, description = "a rule is violated, or the key was used with another body"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    IdempotencyKey(key): IdempotencyKey,
+    Json(body): Json<CreateBooking>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Client, Role::Operator], "create bookings")?;
+    let request = Create::new(
+        &caller,
+        correlation,
+        key,
+        "booking",
+        "POST /v1/bookings",
+        &body,
+    )?;
+    let command = body.into_command(&request.id, caller.subject())?;
+    idempotency::create::<Booking, _>(
+        &state,
+        request,
+        command,
+        BookingClaims,
+        |e| matches!(e, BookingError::AlreadyExists),
+        |id, b: &Booking, version, position| {
+            serde_json::to_value(accepted(id, b, version, position)).unwrap_or_default()
+        },
+    )
+    .await
+}
+
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    correlation: String,
+    id: &str,
+    name: &'static str,
+    command: BookingCommand,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    let ctx = context(caller, correlation, name);
+    let options = ExecuteOptions {
+        expected_version: if_match.0,
+        ..ExecuteOptions::default()
+    };
+    let result = state
+        .store
+        .execute_guarded::<Booking, _, _>(
+            id,
+            command,
+            &(),
+            &ctx,
+            options,
+            &BookingClaims,
+            |b: &Booking| caller.may_access(&b.owner),
+        )
+        .await;
+    let outcome = if result.is_ok() {
+        "accepted"
+    } else {
+        "refused"
+    };
+    metrics::counter!("trailbook_commands_total", "command" => name, "outcome" => outcome)
+        .increment(1);
+    let done = result.map_err(|e| ApiError::from(e).for_aggregate("booking", id))?;
+    let body = accepted(id, &done.state, done.version, done.position);
+    let etag = format!("\"{}\"", done.version);
+    Ok(([(header::ETAG, etag)], axum::Json(body)).into_response())
+}
+
+/// Cancel a booking (the owner or an operator). Cancelling a cancelled booking changes nothing.
+#[utoipa::path(post, path = "/v1/bookings/{id}/cancel", tag = "bookings",
+    request_body = CancelBooking,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "expected version")),
+    responses((status = 200, body = BookingAccepted), (status = 404), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+    Json(body): Json<CancelBooking>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Client, Role::Operator], "cancel bookings")?;
+    let command = BookingCommand::Cancel {
+        reason: body.reason,
+        at: Utc::now(),
+    };
+    run(
+        &state,
+        &caller,
+        correlation,
+        &id,
+        "booking.cancel",
+        command,
+        if_match,
+    )
+    .await
+}
+
+/// Pay for a confirmed booking with a test card; a decline starts compensation.
+#[utoipa::path(post, path = "/v1/bookings/{id}/payment", tag = "bookings",
+    request_body = Payment,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "expected version")),
+    responses((status = 200, body = BookingAccepted), (status = 404), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn payment(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+    Json(body): Json<Payment>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Client, Role::Operator], "pay for bookings")?;
+    let card = body.card.replace([' ', '-'], "");
+    if !(12..=19).contains(&card.len()) || !card.bytes().all(|b| b.is_ascii_digit()) || !luhn(&card)
+    {
+        return Err(ApiError::invalid_field(
+            "card",
+            "`card` must be a valid card number (12 to 19 digits)",
+        ));
+    }
+    let outcome = if card == DECLINED_CARD {
+        PaymentOutcome::Declined {
+            reason: "card declined".into(),
+        }
+    } else {
+        // Derived from the booking, so a retried capture is recognised as the same payment.
+        PaymentOutcome::Captured {
+            payment_id: format!("pay_{}", idempotency::derive_id("payment", &id, "capture")),
+        }
+    };
+    run(
+        &state,
+        &caller,
+        correlation,
+        &id,
+        "booking.payment",
+        BookingCommand::RecordPayment { outcome },
+        if_match,
+    )
+    .await
+}
+
+/// The test card the simulator declines.
+pub const DECLINED_CARD: &str = "4000000000000002";
+
+fn luhn(digits: &str) -> bool {
+    let sum: u32 = digits
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let d = u32::from(b - b'0');
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 {
+                    x - 9
+                } else {
+                    x
+                }
+            } else {
+                d
+            }
+        })
+        .sum();
+    sum.is_multiple_of(10)
+}
+
+/// The booking's current state, folded from the event store (strongly consistent). `ETag` is the version.
+#[utoipa::path(get, path = "/v1/bookings/{id}", tag = "bookings",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the booking"), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(
+        &[Role::Client, Role::Operator, Role::Support],
+        "read bookings",
+    )?;
+    let loaded = state.store.load::<Booking>(&id).await?;
+    if loaded.version == 0 || !caller.may_access(&loaded.state.owner) {
+        return Err(ApiError::NotFound(format!("no booking with id `{id}`")));
+    }
+    view(
+        &id,
+        &loaded.state,
+        loaded.version,
+        loaded.position,
+        &headers,
+    )
+}
+
+/// The JSON view of an aggregate with `version`/`position`, an `ETag`, and 304 for a matching
+/// `If-None-Match`.
+pub fn view<T: Serialize>(
+    id: &str,
+    state: &T,
+    version: u64,
+    position: Option<i64>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let etag = format!("\"{version}\"");
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == etag)
+    {
+        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+    }
+    let mut body = serde_json::to_value(state).map_err(ApiError::internal)?;
+    if let Value::Object(map) = &mut body {
+        map.insert("id".into(), json!(id));
+        map.insert("version".into(), json!(version));
+        map.insert("position".into(), json!(position));
+    }
+    Ok(([(header::ETAG, etag)], axum::Json(body)).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::luhn;
+
+    #[test]
+    fn luhn_accepts_test_cards_and_refuses_typos() {
+        assert!(luhn("4242424242424242"));
+        assert!(luhn("4000000000000002"));
+        assert!(!luhn("4242424242424241"));
+    }
+}

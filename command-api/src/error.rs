@@ -1,0 +1,315 @@
+//! Every error of the command API becomes an RFC 7807 `application/problem+json` response here, and only
+//! here. Server errors get a generic body with an error id; their cause chain is logged once.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Map, Value};
+use store::CommandError;
+
+/// An error answer of the command API. Each variant's doc names its status.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request is malformed (syntax, wrong type, unknown field, missing header).
+    #[error("{detail}")]
+    BadRequest {
+        detail: String,
+        field: Option<String>,
+    },
+    /// 401: no token, or an invalid or expired one; or a bad callback signature.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: the token's role may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// 404: no such aggregate (or not the caller's).
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: a conflict the caller may resolve by reloading or choosing differently.
+    #[error("{detail}")]
+    Conflict {
+        code: &'static str,
+        detail: String,
+        extra: Map<String, Value>,
+    },
+    /// 405: the route exists but not with this method.
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// 412: `If-Match` names a version that is no longer current.
+    #[error("expected version {expected} but the current version is {current}")]
+    PreconditionFailed { expected: u64, current: u64 },
+    /// 413: the body is larger than allowed.
+    #[error("the request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 415: the body is not JSON.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// 422: well-formed but refused by a rule (invalid value, illegal transition, reused key).
+    #[error("{detail}")]
+    Unprocessable {
+        code: &'static str,
+        detail: String,
+        field: Option<String>,
+    },
+    /// 429: too many requests for this token; retry after the given seconds.
+    #[error("rate limit exceeded; retry in {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    /// 501: the route belongs to a part of trailbook not built yet.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// 503: the database is unreachable or overloaded; retry later.
+    #[error("the database is unavailable; retry later")]
+    Unavailable,
+    /// 500: a bug or an unexpected failure; details only in the log.
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl ApiError {
+    pub fn bad_request(detail: impl Into<String>) -> Self {
+        Self::BadRequest {
+            detail: detail.into(),
+            field: None,
+        }
+    }
+
+    pub fn invalid_field(field: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self::Unprocessable {
+            code: "invalid_value",
+            detail: detail.into(),
+            field: Some(field.into()),
+        }
+    }
+
+    pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Internal(Box::new(e))
+    }
+
+    /// Names the aggregate in a 404, whether it does not exist or is not the caller's (same answer).
+    pub fn for_aggregate(self, kind: &str, id: &str) -> Self {
+        match self {
+            Self::NotFound(_) => Self::NotFound(format!("no {kind} with id `{id}`")),
+            other => other,
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::PreconditionFailed { .. } => StatusCode::PRECONDITION_FAILED,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { .. } => "bad_request",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict { code, .. } | Self::Unprocessable { code, .. } => code,
+            Self::MethodNotAllowed(_) => "method_not_allowed",
+            Self::PreconditionFailed { .. } => "stale_version",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::NotImplemented(_) => "not_implemented",
+            Self::Unavailable => "database_unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let code = self.code();
+        let mut body = Map::new();
+        body.insert(
+            "type".into(),
+            json!(format!("urn:trailbook:problem:{code}")),
+        );
+        body.insert(
+            "title".into(),
+            json!(status.canonical_reason().unwrap_or("Error")),
+        );
+        body.insert("status".into(), json!(status.as_u16()));
+        body.insert("code".into(), json!(code));
+        let mut headers = Vec::new();
+        match &self {
+            Self::Internal(source) => {
+                let error_id = uuid::Uuid::now_v7().to_string();
+                tracing::error!(%error_id, error = %chain(source.as_ref()), "request failed");
+                body.insert(
+                    "detail".into(),
+                    json!("an internal error occurred; quote the error id when reporting it"),
+                );
+                body.insert("error_id".into(), json!(error_id));
+            }
+            Self::BadRequest { field, .. } | Self::Unprocessable { field, .. } => {
+                body.insert("detail".into(), json!(self.to_string()));
+                if let Some(field) = field {
+                    body.insert("field".into(), json!(field));
+                }
+            }
+            Self::Conflict { extra, .. } => {
+                body.insert("detail".into(), json!(self.to_string()));
+                body.extend(extra.clone());
+            }
+            Self::PreconditionFailed { current, .. } => {
+                body.insert("detail".into(), json!(self.to_string()));
+                body.insert("current_version".into(), json!(current));
+            }
+            Self::RateLimited { retry_after } => {
+                body.insert("detail".into(), json!(self.to_string()));
+                headers.push((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            Self::Unavailable => {
+                body.insert("detail".into(), json!(self.to_string()));
+                headers.push((header::RETRY_AFTER, "5".to_string()));
+            }
+            Self::Unauthorized(_) => {
+                body.insert("detail".into(), json!(self.to_string()));
+                headers.push((header::WWW_AUTHENTICATE, "Bearer".to_string()));
+            }
+            _ => {
+                body.insert("detail".into(), json!(self.to_string()));
+            }
+        }
+        let mut response = (status, axum::Json(Value::Object(body))).into_response();
+        let response_headers = response.headers_mut();
+        response_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        for (name, value) in headers {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                response_headers.insert(name, value);
+            }
+        }
+        response
+    }
+}
+
+/// An error and its causes on one line, for the log.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> Self {
+        if e.is_unavailable() {
+            tracing::warn!(error = %e, "database unavailable");
+            Self::Unavailable
+        } else {
+            Self::internal(e)
+        }
+    }
+}
+
+/// How a domain error maps to HTTP (implemented by each aggregate's error type).
+pub trait DomainError: std::error::Error + Send + Sync + 'static {
+    fn into_api(self) -> ApiError;
+}
+
+impl DomainError for domain::booking::BookingError {
+    fn into_api(self) -> ApiError {
+        use domain::booking::BookingError as E;
+        match self {
+            E::NotFound => ApiError::NotFound(self.to_string()),
+            E::Invalid { field, .. } => ApiError::invalid_field(field, self.to_string()),
+            E::InvalidPeriod => ApiError::invalid_field("ends_at", self.to_string()),
+            E::AlreadyExists => ApiError::Conflict {
+                code: "already_exists",
+                detail: self.to_string(),
+                extra: Map::new(),
+            },
+            E::InvalidTransition { .. } | E::MissingReservationId => ApiError::Unprocessable {
+                code: "rule_violated",
+                detail: self.to_string(),
+                field: None,
+            },
+        }
+    }
+}
+
+impl DomainError for domain::visit::VisitError {
+    fn into_api(self) -> ApiError {
+        use domain::visit::VisitError as E;
+        match self {
+            E::NotFound => ApiError::NotFound(self.to_string()),
+            E::Invalid { field, .. } => ApiError::invalid_field(field, self.to_string()),
+            E::AlreadyExists => ApiError::Conflict {
+                code: "already_exists",
+                detail: self.to_string(),
+                extra: Map::new(),
+            },
+            E::InvalidTransition { .. } | E::ReportNotGenerated => ApiError::Unprocessable {
+                code: "rule_violated",
+                detail: self.to_string(),
+                field: None,
+            },
+        }
+    }
+}
+
+impl<E: DomainError> From<CommandError<E>> for ApiError {
+    fn from(e: CommandError<E>) -> Self {
+        match e {
+            CommandError::Rejected(e) => e.into_api(),
+            CommandError::Conflict { current_version } => {
+                metrics::counter!("trailbook_command_conflicts_total").increment(1);
+                let mut extra = Map::new();
+                extra.insert("current_version".into(), json!(current_version));
+                ApiError::Conflict {
+                    code: "concurrent_update",
+                    detail: format!(
+                        "the aggregate kept changing under this command; its current version is {current_version}, retry"
+                    ),
+                    extra,
+                }
+            }
+            CommandError::NotVisible => ApiError::NotFound("not found".into()),
+            CommandError::Stale { expected, current } => {
+                ApiError::PreconditionFailed { expected, current }
+            }
+            CommandError::Refused(store::HookError::Refused {
+                code,
+                message,
+                related_id,
+            }) => {
+                let mut extra = Map::new();
+                if let Some(other) = related_id {
+                    extra.insert("conflicting_id".into(), json!(other));
+                }
+                ApiError::Conflict {
+                    code,
+                    detail: message,
+                    extra,
+                }
+            }
+            CommandError::Refused(store::HookError::Database(e)) => {
+                ApiError::from(store::Error::Database(e))
+            }
+            CommandError::Store(e) => ApiError::from(e),
+        }
+    }
+}

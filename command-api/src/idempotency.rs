@@ -1,0 +1,300 @@
+//! Idempotent creates (seed 001, "retry and idempotency").
+//!
+//! The aggregate id of a create is derived from (client, `Idempotency-Key`), so N concurrent requests with
+//! one key race for the same event stream and its primary key lets exactly one win. The winner records the
+//! request's hash and its response in `idempotency_keys` inside the same transaction as its events; every
+//! other request (concurrent or later) finds that record and gets the same answer, or 422 if its body
+//! differs.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use domain::AggregateSchema;
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool};
+use store::{Appended, CommandError, CommitHook, ExecuteOptions, HookError};
+
+use crate::auth::Caller;
+use crate::error::{ApiError, DomainError};
+use crate::{context, AppState};
+
+/// A stored answer to a create.
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub request_hash: String,
+    pub aggregate_id: String,
+    pub status_code: StatusCode,
+    pub response: Value,
+}
+
+/// Namespace of derived aggregate ids (a fixed random UUID).
+const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x8f1c_52d4_0b8e_4c57_9a1e_3f6d_2b7a_c410);
+
+/// The aggregate id a create with this client and key gets.
+pub fn derive_id(kind: &str, scope: &str, key: &str) -> String {
+    uuid::Uuid::new_v5(&NAMESPACE, format!("{kind}\n{scope}\n{key}").as_bytes()).to_string()
+}
+
+/// The hash that tells "the same request again" from "another request with a reused key".
+pub fn request_hash(route: &str, body: &Value) -> String {
+    // serde_json's Map is ordered by key, so the serialization is canonical.
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(body.to_string().as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// The stored answer for this client and key, unless it expired.
+pub async fn lookup(pool: &PgPool, scope: &str, key: &str) -> Result<Option<Stored>, sqlx::Error> {
+    let row: Option<(String, String, i32, Value)> = sqlx::query_as(
+        "select request_hash, aggregate_id, status_code, response from idempotency_keys
+         where scope = $1 and idempotency_key = $2 and expires_at > now()",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(
+        row.map(|(request_hash, aggregate_id, code, response)| Stored {
+            request_hash,
+            aggregate_id,
+            status_code: u16::try_from(code)
+                .ok()
+                .and_then(|c| StatusCode::from_u16(c).ok())
+                .unwrap_or(StatusCode::ACCEPTED),
+            response,
+        }),
+    )
+}
+
+/// Deletes expired keys; returns how many.
+pub async fn purge_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(
+        sqlx::query("delete from idempotency_keys where expires_at <= now()")
+            .execute(pool)
+            .await?
+            .rows_affected(),
+    )
+}
+
+/// Records the create's answer in the append transaction.
+pub struct Record<F> {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+    pub aggregate_type: &'static str,
+    pub ttl: chrono::Duration,
+    /// Builds the response body from the committed state.
+    pub response: F,
+}
+
+impl<A, F> CommitHook<A> for Record<F>
+where
+    A: cqrs_es::Aggregate,
+    F: Fn(&A, Appended) -> Value + Send + Sync,
+{
+    async fn before_commit(
+        &self,
+        tx: &mut PgConnection,
+        aggregate_id: &str,
+        state: &A,
+        _events: &[A::Event],
+        appended: Appended,
+    ) -> Result<(), HookError> {
+        let response = (self.response)(state, appended);
+        // An expired record of the same key is replaced; a live one means a concurrent winner.
+        let written = sqlx::query(
+            "insert into idempotency_keys
+                 (scope, idempotency_key, request_hash, aggregate_type, aggregate_id, status_code, response, expires_at)
+             values ($1, $2, $3, $4, $5, 202, $6, now() + $7)
+             on conflict (scope, idempotency_key) do update
+                 set request_hash = excluded.request_hash, aggregate_type = excluded.aggregate_type,
+                     aggregate_id = excluded.aggregate_id, status_code = excluded.status_code,
+                     response = excluded.response, created_at = now(), expires_at = excluded.expires_at
+                 where idempotency_keys.expires_at <= now()",
+        )
+        .bind(&self.scope)
+        .bind(&self.key)
+        .bind(&self.request_hash)
+        .bind(self.aggregate_type)
+        .bind(aggregate_id)
+        .bind(response)
+        .bind(self.ttl)
+        .execute(&mut *tx)
+        .await?;
+        if written.rows_affected() == 0 {
+            return Err(HookError::Refused {
+                code: "idempotency_key_in_use",
+                message:
+                    "this Idempotency-Key is being used by another request; retry to get its answer"
+                        .into(),
+                related_id: None,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// One idempotent create: who asks, with which key, for which derived aggregate id.
+#[derive(Debug)]
+pub struct Create {
+    pub id: String,
+    kind: &'static str,
+    scope: String,
+    key: String,
+    hash: String,
+    context: store::CommandContext,
+}
+
+impl Create {
+    /// Derives the aggregate id and the request hash from the caller, the key and the parsed body.
+    pub fn new<B: Serialize>(
+        caller: &Caller,
+        correlation: String,
+        key: String,
+        kind: &'static str,
+        route: &str,
+        body: &B,
+    ) -> Result<Self, ApiError> {
+        let canonical = serde_json::to_value(body).map_err(ApiError::internal)?;
+        let scope = caller.subject().to_string();
+        let mut context = context(caller, correlation, &format!("{kind}.create"));
+        context.idempotency_key = Some(key.clone());
+        Ok(Self {
+            id: derive_id(kind, &scope, &key),
+            hash: request_hash(route, &canonical),
+            kind,
+            scope,
+            key,
+            context,
+        })
+    }
+}
+
+/// Runs a create once per (client, key): a stored answer is replayed (422 if the body differs); otherwise
+/// the command runs with `hook` plus the key's record in one transaction; a lost race replays the
+/// winner's answer.
+pub async fn create<A, H>(
+    state: &AppState,
+    request: Create,
+    command: A::Command,
+    hook: H,
+    already_exists: fn(&A::Error) -> bool,
+    answer: fn(&str, &A, u64, Option<i64>) -> Value,
+) -> Result<Response, ApiError>
+where
+    A: AggregateSchema<Services = ()>,
+    A::Command: Clone,
+    A::Error: DomainError,
+    H: CommitHook<A>,
+{
+    let pool = state.store.pool();
+    let command_name = format!("{}.create", request.kind);
+    if let Some(stored) = lookup(pool, &request.scope, &request.key)
+        .await
+        .map_err(store::Error::from)?
+    {
+        return replay(stored, &request.hash, request.kind);
+    }
+    let id = request.id.clone();
+    let record = Record {
+        scope: request.scope.clone(),
+        key: request.key.clone(),
+        request_hash: request.hash.clone(),
+        aggregate_type: A::TYPE,
+        ttl: state.config.idempotency_ttl,
+        response: move |a: &A, at: Appended| answer(&request.id, a, at.version, Some(at.position)),
+    };
+    let options = ExecuteOptions {
+        new_stream: true,
+        ..ExecuteOptions::default()
+    };
+    let result = state
+        .store
+        .execute_with_hook::<A, _>(
+            &id,
+            command,
+            &(),
+            &request.context,
+            options,
+            &(hook, record),
+        )
+        .await;
+    let outcome = if result.is_ok() {
+        "accepted"
+    } else {
+        "refused"
+    };
+    metrics::counter!("trailbook_commands_total", "command" => command_name, "outcome" => outcome)
+        .increment(1);
+    match result {
+        Ok(done) => Ok(created_response(
+            StatusCode::ACCEPTED,
+            answer(&id, &done.state, done.version, done.position),
+            request.kind,
+            &id,
+            false,
+        )),
+        Err(CommandError::Rejected(e)) if already_exists(&e) => {
+            // Another request with this key won the race (or the key expired long ago).
+            match lookup(pool, &request.scope, &request.key).await.map_err(store::Error::from)? {
+                Some(stored) => replay(stored, &request.hash, request.kind),
+                None => Err(ApiError::Unprocessable {
+                    code: "idempotency_key_reused",
+                    detail: format!(
+                        "this Idempotency-Key was already used for {} {id} and has expired; use a new key",
+                        request.kind
+                    ),
+                    field: Some("Idempotency-Key".into()),
+                }),
+            }
+        }
+        Err(e) => Err(ApiError::from(e)),
+    }
+}
+
+fn replay(stored: Stored, hash: &str, kind: &str) -> Result<Response, ApiError> {
+    if stored.request_hash != hash {
+        return Err(ApiError::Unprocessable {
+            code: "idempotency_key_reused",
+            detail: "this Idempotency-Key was already used with a different request body".into(),
+            field: Some("Idempotency-Key".into()),
+        });
+    }
+    metrics::counter!("trailbook_idempotent_replays_total").increment(1);
+    Ok(created_response(
+        stored.status_code,
+        stored.response,
+        kind,
+        &stored.aggregate_id,
+        true,
+    ))
+}
+
+/// The answer of a create with `Location`, `ETag` and, for a replay, `Idempotent-Replayed: true`.
+fn created_response(
+    status: StatusCode,
+    body: Value,
+    kind: &str,
+    id: &str,
+    replayed: bool,
+) -> Response {
+    let version = body
+        .get("version")
+        .and_then(Value::as_u64)
+        .unwrap_or_default();
+    let mut response = (status, axum::Json(body)).into_response();
+    let headers = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("/v1/{kind}s/{id}")) {
+        headers.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+        headers.insert(header::ETAG, v);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}

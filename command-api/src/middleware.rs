@@ -1,0 +1,118 @@
+//! Cross-cutting layers: correlation ids, request metrics, and per-token rate limiting.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::error::ApiError;
+use crate::extract::{CorrelationId, CORRELATION_HEADER};
+use crate::AppState;
+
+/// Picks the correlation id (given or new), makes it visible to handlers and returns it on the response.
+pub async fn correlation(mut request: Request, next: Next) -> Response {
+    let id = CorrelationId::from_headers(request.headers());
+    request.extensions_mut().insert(id.clone());
+    let span = tracing::info_span!("request", correlation_id = %id.0);
+    let mut response = {
+        let _entered = span.enter();
+        next.run(request).await
+    };
+    if let Ok(value) = HeaderValue::from_str(&id.0) {
+        response.headers_mut().insert(CORRELATION_HEADER, value);
+    }
+    response
+}
+
+/// Counts requests and records their latency by route, method and status.
+pub async fn metrics(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = request.method().to_string();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("trailbook_http_requests_total", &labels).increment(1);
+    metrics::histogram!("trailbook_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// A token bucket per bearer token (requests without one share a bucket).
+pub struct Limiter {
+    limiter: DefaultKeyedRateLimiter<String>,
+    checks: AtomicU64,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Limiter")
+    }
+}
+
+impl Limiter {
+    /// `per_second` sustained requests per token, with a burst of at least 1,000 (batch imports pass).
+    /// `None` when `per_second` is 0 (limiting disabled).
+    pub fn new(per_second: u32) -> Option<Arc<Self>> {
+        let rate = NonZeroU32::new(per_second)?;
+        let burst = NonZeroU32::new(per_second.saturating_mul(2).max(1000)).unwrap_or(rate);
+        Some(Arc::new(Self {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+            checks: AtomicU64::new(0),
+        }))
+    }
+
+    /// Ok, or how many seconds to wait.
+    fn check(&self, key: &str) -> Result<(), u64> {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 10_000 == 9_999 {
+            self.limiter.retain_recent();
+        }
+        self.limiter
+            .check_key(&key.to_string())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            })
+    }
+}
+
+/// Answers 429 with `Retry-After` once a token's bucket is empty. Health and metrics routes are exempt.
+pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(limiter) = &state.limiter else {
+        return next.run(request).await;
+    };
+    let path = request.uri().path();
+    if matches!(path, "/healthz" | "/readyz" | "/metrics" | "/openapi.json") {
+        return next.run(request).await;
+    }
+    let key = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or(if path.starts_with("/v1/partner/") {
+            "partner"
+        } else {
+            "anonymous"
+        })
+        .to_string();
+    match limiter.check(&key) {
+        Ok(()) => next.run(request).await,
+        Err(retry_after) => {
+            metrics::counter!("trailbook_rate_limited_total").increment(1);
+            ApiError::RateLimited {
+                retry_after: retry_after.max(1),
+            }
+            .into_response()
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Visit routes (the care workflow): schedule (idempotent), check in, start, complete, cancel, no-show,
+//! and the strongly consistent read.
+
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use domain::values::{Email, Role};
+use domain::visit::{Patient, VisitCommand, VisitError};
+use domain::Visit;
+use serde::{Deserialize, Serialize};
+use store::{ExecuteOptions, NoHook};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::bookings::{check_date, view};
+use crate::error::ApiError;
+use crate::extract::{CorrelationId, IdempotencyKey, IfMatch, Json};
+use crate::idempotency::{self, Create};
+use crate::{context, AppState};
+
+/// Body of `POST /v1/visits`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVisit {
+    pub patient: PatientBody,
+    /// The clinician seeing the patient, e.g. `dr-grey`.
+    pub clinician: String,
+    /// When the visit is planned (RFC 3339).
+    pub scheduled_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PatientBody {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+}
+
+/// Body of `POST /v1/visits/{id}/complete`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteVisit {
+    pub summary: String,
+    /// ICD-10 codes, e.g. `J06.9`.
+    #[serde(default)]
+    pub diagnosis_codes: Vec<String>,
+}
+
+/// Body of `POST /v1/visits/{id}/cancel` (optional: an empty body is allowed).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelVisit {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What every visit command answers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VisitAccepted {
+    pub visit_id: String,
+    pub status: String,
+    pub version: u64,
+    pub position: Option<i64>,
+}
+
+fn accepted(id: &str, state: &Visit, version: u64, position: Option<i64>) -> VisitAccepted {
+    VisitAccepted {
+        visit_id: id.to_string(),
+        status: state.status.as_str().to_string(),
+        version,
+        position,
+    }
+}
+
+/// Schedule a visit. Idempotent by `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/visits", tag = "visits",
+    request_body = CreateVisit,
+    params(("Idempotency-Key" = String, Header, description = "required; the same key and body give the same answer")),
+    responses((status = 202, body = VisitAccepted, headers(("Location" = String))), (status = 400), (status = 401), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    IdempotencyKey(key): IdempotencyKey,
+    Json(body): Json<CreateVisit>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Client, Role::Operator], "schedule visits")?;
+    check_date("scheduled_at", body.scheduled_at)?;
+    let email = Email::parse(&body.patient.email)
+        .map_err(|e| ApiError::invalid_field("patient.email", e.to_string()))?;
+    let request = Create::new(&caller, correlation, key, "visit", "POST /v1/visits", &body)?;
+    let command = VisitCommand::Schedule {
+        visit_id: request.id.clone(),
+        owner: caller.subject().to_string(),
+        patient: Patient {
+            id: body.patient.id,
+            name: body.patient.name,
+            email,
+        },
+        clinician: body.clinician,
+        scheduled_at: body.scheduled_at,
+        at: Utc::now(),
+    };
+    idempotency::create::<Visit, _>(
+        &state,
+        request,
+        command,
+        NoHook,
+        |e| matches!(e, VisitError::AlreadyExists),
+        |id, v: &Visit, version, position| {
+            serde_json::to_value(accepted(id, v, version, position)).unwrap_or_default()
+        },
+    )
+    .await
+}
+
+async fn run(
+    state: &AppState,
+    caller: &Caller,
+    correlation: String,
+    id: &str,
+    name: &'static str,
+    command: VisitCommand,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    let ctx = context(caller, correlation, name);
+    let options = ExecuteOptions {
+        expected_version: if_match.0,
+        ..ExecuteOptions::default()
+    };
+    let result = state
+        .store
+        .execute_guarded::<Visit, _, _>(id, command, &(), &ctx, options, &NoHook, |v: &Visit| {
+            caller.may_access(&v.owner)
+        })
+        .await;
+    let outcome = if result.is_ok() {
+        "accepted"
+    } else {
+        "refused"
+    };
+    metrics::counter!("trailbook_commands_total", "command" => name, "outcome" => outcome)
+        .increment(1);
+    let done = result.map_err(|e| ApiError::from(e).for_aggregate("visit", id))?;
+    let etag = format!("\"{}\"", done.version);
+    Ok((
+        [(header::ETAG, etag)],
+        axum::Json(accepted(id, &done.state, done.version, done.position)),
+    )
+        .into_response())
+}
+
+/// Staff-only workflow steps.
+const STAFF: &[Role] = &[Role::Operator];
+
+/// Check the patient in (operator).
+#[utoipa::path(post, path = "/v1/visits/{id}/check-in", tag = "visits",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn check_in(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    caller.require(STAFF, "check patients in")?;
+    run(
+        &state,
+        &caller,
+        correlation,
+        &id,
+        "visit.check_in",
+        VisitCommand::CheckIn { at: Utc::now() },
+        if_match,
+    )
+    .await
+}
+
+/// Start the consultation (operator).
+#[utoipa::path(post, path = "/v1/visits/{id}/start", tag = "visits",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    caller.require(STAFF, "start consultations")?;
+    run(
+        &state,
+        &caller,
+        correlation,
+        &id,
+        "visit.start",
+        VisitCommand::StartConsultation { at: Utc::now() },
+        if_match,
+    )
+    .await
+}
+
+/// Complete the visit (operator); the report and e-mail follow as jobs.
+#[utoipa::path(post, path = "/v1/visits/{id}/complete", tag = "visits",
+    request_body = CompleteVisit,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn complete(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+    Json(body): Json<CompleteVisit>,
+) -> Result<Response, ApiError> {
+    caller.require(STAFF, "complete visits")?;
+    let command = VisitCommand::Complete {
+        summary: body.summary,
+        diagnosis_codes: body.diagnosis_codes,
+        at: Utc::now(),
+    };
+    run(
+        &state,
+        &caller,
+        correlation,
+        &id,
+        "visit.complete",
+        command,
+        if_match,
+    )
+    .await
+}
+
+/// Cancel the visit (the owner or an operator). A completed visit cannot be cancelled (422).
+#[utoipa::path(post, path = "/v1/visits/{id}/cancel", tag = "visits",
+    request_body = CancelVisit,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Client, Role::Operator], "cancel visits")?;
+    let body: CancelVisit = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelVisit::default()
+    } else {
+        crate::extract::parse(&body)?
+    };
+    let command = VisitCommand::Cancel {
+        reason: body.reason.unwrap_or_else(|| "cancelled".into()),
+        at: Utc::now(),
+    };
+    run(
+        &state,
+        &caller,
+        correlation,
+        &id,
+        "visit.cancel",
+        command,
+        if_match,
+    )
+    .await
+}
+
+/// Mark the patient as not having come (operator).
+#[utoipa::path(post, path = "/v1/visits/{id}/no-show", tag = "visits",
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
+    responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
+    security(("bearer" = [])))]
+pub async fn no_show(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+) -> Result<Response, ApiError> {
+    caller.require(STAFF, "mark no-shows")?;
+    run(
+        &state,
+        &caller,
+        correlation,
+        &id,
+        "visit.no_show",
+        VisitCommand::MarkNoShow { at: Utc::now() },
+        if_match,
+    )
+    .await
+}
+
+/// The visit's current state, folded from the event store. `ETag` is the version.
+#[utoipa::path(get, path = "/v1/visits/{id}", tag = "visits",
+    params(("id" = String, Path)),
+    responses((status = 200, description = "the visit"), (status = 404)),
+    security(("bearer" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    caller.require(
+        &[Role::Client, Role::Operator, Role::Support],
+        "read visits",
+    )?;
+    let loaded = state.store.load::<Visit>(&id).await?;
+    if loaded.version == 0 || !caller.may_access(&loaded.state.owner) {
+        return Err(ApiError::NotFound(format!("no visit with id `{id}`")));
+    }
+    view(
+        &id,
+        &loaded.state,
+        loaded.version,
+        loaded.position,
+        &headers,
+    )
+}

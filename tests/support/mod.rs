@@ -1,0 +1,227 @@
+//! Starts the real `trailbook` binary on a fresh database and talks HTTP to it.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use command_api::Tokens;
+use domain::values::Role;
+use serde_json::{json, Value};
+use store::testing::TestDb;
+
+pub const JWT_SECRET: &str = "e2e-jwt-secret";
+pub const PARTNER_SECRET: &str = "e2e-partner-secret";
+
+/// A running `trailbook command-api` on its own database; killed on drop.
+pub struct Server {
+    pub base: String,
+    pub db: TestDb,
+    pub http: reqwest::Client,
+    tokens: Tokens,
+    child: Child,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        let db = TestDb::new().await.unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailbook"));
+        cmd.args(["command-api", "--command-addr", "127.0.0.1:0"])
+            .env("DATABASE_URL", &db.url)
+            .env("TRAILBOOK_JWT_SECRET", JWT_SECRET)
+            .env("TRAILBOOK_PARTNER_SECRET", PARTNER_SECRET)
+            .env("TRAILBOOK_DATA_DIR", env!("CARGO_TARGET_TMPDIR"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("trailbook REST:") {
+                    let _ = tx.send(url.trim().to_string());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server prints its URL");
+        Self {
+            base,
+            db,
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap(),
+            tokens: Tokens::new(JWT_SECRET.as_bytes()),
+            child,
+        }
+    }
+
+    pub fn token(&self, role: Role, subject: &str) -> String {
+        self.tokens
+            .issue(role, subject, chrono::Duration::hours(1))
+            .unwrap()
+    }
+
+    pub fn client(&self, subject: &str) -> String {
+        self.token(Role::Client, subject)
+    }
+
+    pub fn operator(&self) -> String {
+        self.token(Role::Operator, "op-1")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POST JSON with a bearer token and optional extra headers; returns status, headers, body.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.http.post(self.url(path)).bearer_auth(token).json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::from(req.send().await.unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Reply {
+        Reply::from(
+            self.http
+                .get(self.url(path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Creates a booking for `owner` and returns its id.
+    pub async fn create_booking(&self, owner: &str, key: &str, body: &Value) -> Reply {
+        self.post(
+            "/v1/bookings",
+            &self.client(owner),
+            body,
+            &[("Idempotency-Key", key)],
+        )
+        .await
+    }
+
+    /// Sends a partner callback signed with the partner secret.
+    pub async fn callback(&self, body: &Value) -> Reply {
+        let raw = serde_json::to_vec(body).unwrap();
+        let signature = command_api::callbacks::sign(
+            PARTNER_SECRET.as_bytes(),
+            chrono::Utc::now().timestamp(),
+            &raw,
+        );
+        Reply::from(
+            self.http
+                .post(self.url("/v1/partner/callbacks"))
+                .header("content-type", "application/json")
+                .header("x-trailbook-signature", signature)
+                .body(raw)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// Event types of an aggregate's history, in order.
+    pub async fn event_types(&self, aggregate_type: &str, id: &str) -> Vec<String> {
+        sqlx::query_scalar("select event_type from events where aggregate_type = $1 and aggregate_id = $2 order by sequence")
+            .bind(aggregate_type)
+            .bind(id)
+            .fetch_all(&self.db.pool)
+            .await
+            .unwrap()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub async fn from(response: reqwest::Response) -> Self {
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 7807 body with this status.
+    pub fn assert_problem(&self, status: u16) -> &Self {
+        assert_eq!(self.status, status, "{:?}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{:?}",
+            self.body
+        );
+        assert_eq!(self.body["status"], status);
+        assert!(
+            self.body["title"].is_string() && self.body["detail"].is_string(),
+            "{:?}",
+            self.body
+        );
+        self
+    }
+}
+
+/// The contract's example booking, for `room` and `[day, day+2)` of December 2026.
+pub fn booking_body(room: &str, day: u32) -> Value {
+    json!({
+        "partner": "acme-hotels",
+        "resource": room,
+        "starts_at": format!("2026-12-{day:02}T15:00:00Z"),
+        "ends_at": format!("2026-12-{:02}T11:00:00Z", day + 2),
+        "guests": 2,
+        "amount": {"minor": 25000, "currency": "EUR"},
+        "customer": {"name": "Ada Lovelace", "email": "ada@example.com"}
+    })
+}
+
+pub fn visit_body() -> Value {
+    json!({
+        "patient": {"id": "p-1", "name": "Grace Hopper", "email": "grace@example.com"},
+        "clinician": "dr-grey",
+        "scheduled_at": "2026-12-01T09:30:00Z"
+    })
+}
