@@ -1,10 +1,12 @@
 //! `trailbook history`: an aggregate's state and events, now or in the past, for support audits.
 
+use std::fmt::Write as _;
+
 use domain::{AggregateSchema, Booking, Visit};
 use serde_json::json;
 use store::{EventStore, Loaded, RecordedEvent};
 
-use crate::{AggregateKind, Failure, HistoryArgs};
+use crate::{emit, AggregateKind, Failure, HistoryArgs};
 
 pub async fn print(store: &EventStore, args: &HistoryArgs) -> Result<(), Failure> {
     match args.kind {
@@ -57,44 +59,46 @@ async fn show<A: AggregateSchema>(store: &EventStore, args: &HistoryArgs) -> Res
             "events": shown,
             "later_events": later,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-        return Ok(());
+        return emit(&serde_json::to_string_pretty(&out).unwrap_or_default());
     }
 
+    let mut out = String::new();
     let point = match (args.at_version, args.as_of) {
         (Some(v), _) => format!(" at version {v}"),
         (None, Some(t)) => format!(" as of {}", t.to_rfc3339()),
         (None, None) => String::new(),
     };
-    println!(
+    let _ = writeln!(
+        out,
         "{} {}{point}: version {} of {head}",
         A::TYPE,
         args.id,
         loaded.version
     );
     if loaded.version == 0 {
-        println!("state: (did not exist yet)");
+        let _ = writeln!(out, "state: (did not exist yet)");
     } else {
-        println!("state:");
+        let _ = writeln!(out, "state:");
         for line in serde_json::to_string_pretty(&state)
             .unwrap_or_default()
             .lines()
         {
-            println!("  {line}");
+            let _ = writeln!(out, "  {line}");
         }
     }
-    println!("events:");
+    let _ = writeln!(out, "events:");
     for e in &shown {
-        println!("{}", describe(e));
-        println!("      {}", e.payload);
+        let _ = writeln!(out, "{}", describe(e));
+        let _ = writeln!(out, "      {}", e.payload);
     }
     if later > 0 {
-        println!(
+        let _ = writeln!(
+            out,
             "({later} later event{} not shown)",
             if later == 1 { "" } else { "s" }
         );
     }
-    Ok(())
+    emit(out.trim_end())
 }
 
 /// `#3  pos 17  2026-12-01T09:30:00Z  PaymentCaptured v1.0  by client:ada  correlation … causation …`

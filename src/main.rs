@@ -197,6 +197,20 @@ impl From<store::Error> for Failure {
     }
 }
 
+/// Prints `text` and a newline to stdout. A closed pipe (`trailbook history … | head`) is not an error.
+fn emit(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure {
+            code: 1,
+            message: format!("cannot write to standard output: {e}"),
+        }),
+    }
+}
+
 /// The error and its causes on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -246,8 +260,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let result = store::db::migrate(&db.pool).await;
             db.close().await;
             result?;
-            println!("migrations applied");
-            Ok(())
+            emit("migrations applied")
         }
         Command::History(args) => {
             let db = open(&cli.db).await?;
@@ -291,8 +304,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                     code: 1,
                     message: format!("cannot sign the token: {e}"),
                 })?;
-            println!("{token}");
-            Ok(())
+            emit(&token)
         }
     }
 }

@@ -785,6 +785,15 @@ async fn health_metrics_and_openapi_are_served() {
     ] {
         assert!(paths.contains_key(path), "missing {path}");
     }
+    let mut operation_ids: Vec<&str> = paths
+        .values()
+        .flat_map(|item| item.as_object().unwrap().values())
+        .filter_map(|op| op["operationId"].as_str())
+        .collect();
+    let total = operation_ids.len();
+    operation_ids.sort_unstable();
+    operation_ids.dedup();
+    assert_eq!(operation_ids.len(), total, "operationIds must be unique");
 }
 
 /// Sends headers announcing a `len`-byte JSON body with `Expect: 100-continue` and returns the status
@@ -811,4 +820,60 @@ async fn oversized_post(base: &str, token: &str, len: usize) -> (u16, String) {
         .parse()
         .unwrap_or(0);
     (status, answer)
+}
+
+/// When the database stops accepting connections, commands and readiness answer 503 with Retry-After,
+/// and liveness stays 200.
+#[tokio::test]
+async fn an_unavailable_database_is_503_with_retry_after() {
+    let s = Server::start().await;
+    let ada = s.client("ada");
+    assert_eq!(
+        s.create_booking("ada", "before", &booking_body("room-70", 1))
+            .await
+            .status,
+        202
+    );
+    let name = s.db.name().to_string();
+    let admin_url = s.db.url.replace(&format!("/{name}"), "/postgres");
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(&admin_url)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "alter database \"{name}\" allow_connections false"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query("select pg_terminate_backend(pid) from pg_stat_activity where datname = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let down = s
+        .create_booking("ada", "during", &booking_body("room-71", 1))
+        .await;
+    down.assert_problem(503);
+    assert!(down.header("retry-after").is_some());
+    let read = s.get("/v1/bookings/anything", &ada).await;
+    read.assert_problem(503);
+    let ready = s.http.get(s.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        s.http.get(s.url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+
+    sqlx::query(&format!("alter database \"{name}\" allow_connections true"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.create_booking("ada", "after", &booking_body("room-72", 1))
+            .await
+            .status,
+        202,
+        "recovers by itself"
+    );
 }

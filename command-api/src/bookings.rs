@@ -130,7 +130,7 @@ fn accepted(id: &str, state: &Booking, version: u64, position: Option<i64>) -> B
 }
 
 /// Request a booking. Idempotent by `Idempotency-Key`: the same key and body return the same answer.
-#[utoipa::path(post, path = "/v1/bookings", tag = "bookings",
+#[utoipa::path(operation_id = "create_booking", post, path = "/v1/bookings", tag = "bookings",
     request_body = CreateBooking,
     params(("Idempotency-Key" = String, Header, description = "required; the same key and body give the same answer")),
     responses(
@@ -210,7 +210,7 @@ async fn run(
 }
 
 /// Cancel a booking (the owner or an operator). Cancelling a cancelled booking changes nothing.
-#[utoipa::path(post, path = "/v1/bookings/{id}/cancel", tag = "bookings",
+#[utoipa::path(operation_id = "cancel_booking", post, path = "/v1/bookings/{id}/cancel", tag = "bookings",
     request_body = CancelBooking,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "expected version")),
     responses((status = 200, body = BookingAccepted), (status = 404), (status = 412), (status = 422)),
@@ -241,7 +241,7 @@ pub async fn cancel(
 }
 
 /// Pay for a confirmed booking with a test card; a decline starts compensation.
-#[utoipa::path(post, path = "/v1/bookings/{id}/payment", tag = "bookings",
+#[utoipa::path(operation_id = "pay_for_booking", post, path = "/v1/bookings/{id}/payment", tag = "bookings",
     request_body = Payment,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "expected version")),
     responses((status = 200, body = BookingAccepted), (status = 404), (status = 412), (status = 422)),
@@ -311,7 +311,7 @@ fn luhn(digits: &str) -> bool {
 }
 
 /// The booking's current state, folded from the event store (strongly consistent). `ETag` is the version.
-#[utoipa::path(get, path = "/v1/bookings/{id}", tag = "bookings",
+#[utoipa::path(operation_id = "get_booking", get, path = "/v1/bookings/{id}", tag = "bookings",
     params(("id" = String, Path)),
     responses((status = 200, description = "the booking"), (status = 404)),
     security(("bearer" = [])))]

@@ -122,7 +122,7 @@ pub fn verify(
 }
 
 /// Receive a partner status callback (HMAC-signed).
-#[utoipa::path(post, path = "/v1/partner/callbacks", tag = "partner",
+#[utoipa::path(operation_id = "receive_partner_callback", post, path = "/v1/partner/callbacks", tag = "partner",
     request_body = PartnerCallback,
     params(("X-Trailbook-Signature" = String, Header, description = "t=<unix seconds>,v1=<hex HMAC-SHA256 of \"t.body\">")),
     responses((status = 200, body = CallbackAccepted), (status = 400), (status = 401), (status = 404)))]

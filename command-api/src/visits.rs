@@ -75,7 +75,7 @@ fn accepted(id: &str, state: &Visit, version: u64, position: Option<i64>) -> Vis
 }
 
 /// Schedule a visit. Idempotent by `Idempotency-Key`.
-#[utoipa::path(post, path = "/v1/visits", tag = "visits",
+#[utoipa::path(operation_id = "create_visit", post, path = "/v1/visits", tag = "visits",
     request_body = CreateVisit,
     params(("Idempotency-Key" = String, Header, description = "required; the same key and body give the same answer")),
     responses((status = 202, body = VisitAccepted, headers(("Location" = String))), (status = 400), (status = 401), (status = 422)),
@@ -157,7 +157,7 @@ async fn run(
 const STAFF: &[Role] = &[Role::Operator];
 
 /// Check the patient in (operator).
-#[utoipa::path(post, path = "/v1/visits/{id}/check-in", tag = "visits",
+#[utoipa::path(operation_id = "check_in_visit", post, path = "/v1/visits/{id}/check-in", tag = "visits",
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
@@ -182,7 +182,7 @@ pub async fn check_in(
 }
 
 /// Start the consultation (operator).
-#[utoipa::path(post, path = "/v1/visits/{id}/start", tag = "visits",
+#[utoipa::path(operation_id = "start_visit", post, path = "/v1/visits/{id}/start", tag = "visits",
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
@@ -207,7 +207,7 @@ pub async fn start(
 }
 
 /// Complete the visit (operator); the report and e-mail follow as jobs.
-#[utoipa::path(post, path = "/v1/visits/{id}/complete", tag = "visits",
+#[utoipa::path(operation_id = "complete_visit", post, path = "/v1/visits/{id}/complete", tag = "visits",
     request_body = CompleteVisit,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
@@ -239,7 +239,7 @@ pub async fn complete(
 }
 
 /// Cancel the visit (the owner or an operator). A completed visit cannot be cancelled (422).
-#[utoipa::path(post, path = "/v1/visits/{id}/cancel", tag = "visits",
+#[utoipa::path(operation_id = "cancel_visit", post, path = "/v1/visits/{id}/cancel", tag = "visits",
     request_body = CancelVisit,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
@@ -275,7 +275,7 @@ pub async fn cancel(
 }
 
 /// Mark the patient as not having come (operator).
-#[utoipa::path(post, path = "/v1/visits/{id}/no-show", tag = "visits",
+#[utoipa::path(operation_id = "mark_visit_no_show", post, path = "/v1/visits/{id}/no-show", tag = "visits",
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
@@ -300,7 +300,7 @@ pub async fn no_show(
 }
 
 /// The visit's current state, folded from the event store. `ETag` is the version.
-#[utoipa::path(get, path = "/v1/visits/{id}", tag = "visits",
+#[utoipa::path(operation_id = "get_visit", get, path = "/v1/visits/{id}", tag = "visits",
     params(("id" = String, Path)),
     responses((status = 200, description = "the visit"), (status = 404)),
     security(("bearer" = [])))]

@@ -58,11 +58,22 @@ impl Error {
                 ) || e
                     .as_database_error()
                     .and_then(|d| d.code())
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P") || c == "53300")
+                    .is_some_and(|c| is_unavailable_code(&c))
             }
             _ => false,
         }
     }
+}
+
+/// SQLSTATEs that mean "the database cannot serve us now" rather than "this request is wrong": connection
+/// failures (08), insufficient resources such as too many connections (53), operator intervention such as
+/// a shutdown or a terminated backend (57P), a database not accepting connections (55000), a database
+/// that does not exist (3D000) and refused credentials (28).
+fn is_unavailable_code(code: &str) -> bool {
+    ["08", "53", "57P", "28"]
+        .iter()
+        .any(|p| code.starts_with(p))
+        || matches!(code, "55000" | "3D000")
 }
 
 /// Which stored event could not be read, and why.
