@@ -877,3 +877,32 @@ async fn an_unavailable_database_is_503_with_retry_after() {
         "recovers by itself"
     );
 }
+
+/// An expired key is forgotten: its stored answer is no longer replayed, and reusing it is refused with
+/// a message saying so (the derived booking id still exists), never a second booking.
+#[tokio::test]
+async fn expired_idempotency_keys_are_not_replayed_and_cannot_create_twice() {
+    let s = Server::start().await;
+    let first = s
+        .create_booking("ada", "old-key", &booking_body("room-80", 1))
+        .await;
+    assert_eq!(first.status, 202);
+    sqlx::query("update idempotency_keys set expires_at = now() - interval '1 second'")
+        .execute(&s.db.pool)
+        .await
+        .unwrap();
+    let again = s
+        .create_booking("ada", "old-key", &booking_body("room-80", 1))
+        .await;
+    again.assert_problem(422);
+    assert!(
+        again.body["detail"].as_str().unwrap().contains("expired"),
+        "{:?}",
+        again.body
+    );
+    let bookings: i64 = sqlx::query_scalar("select count(distinct aggregate_id) from events")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(bookings, 1);
+}
