@@ -4,20 +4,19 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use domain::booking::{BookingCommand, BookingError, Customer, PaymentOutcome};
+use domain::booking::{BookingCommand, Customer, PaymentOutcome};
 use domain::values::{Currency, Email, Money, Role};
 use domain::Booking;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::claims::BookingClaims;
-use store::ExecuteOptions;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{CorrelationId, IdempotencyKey, IfMatch, Json};
 use crate::idempotency::{self, Create};
-use crate::{context, AppState};
+use crate::{resource, AppState};
 
 /// Body of `POST /v1/bookings`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -120,15 +119,6 @@ impl CreateBooking {
     }
 }
 
-fn accepted(id: &str, state: &Booking, version: u64, position: Option<i64>) -> BookingAccepted {
-    BookingAccepted {
-        booking_id: id.to_string(),
-        status: state.status.as_str().to_string(),
-        version,
-        position,
-    }
-}
-
 /// Request a booking. Idempotent by `Idempotency-Key`: the same key and body return the same answer.
 #[utoipa::path(operation_id = "create_booking", post, path = "/v1/bookings", tag = "bookings",
     request_body = CreateBooking,
@@ -157,19 +147,11 @@ pub async fn create(
         &body,
     )?;
     let command = body.into_command(&request.id, caller.subject())?;
-    idempotency::create::<Booking, _>(
-        &state,
-        request,
-        command,
-        BookingClaims,
-        |e| matches!(e, BookingError::AlreadyExists),
-        |id, b: &Booking, version, position| {
-            serde_json::to_value(accepted(id, b, version, position)).unwrap_or_default()
-        },
-    )
-    .await
+    idempotency::create::<Booking, _>(&state, request, command, BookingClaims).await
 }
 
+/// Every booking command writes through [`BookingClaims`], so a booking leaving a slot-holding status
+/// releases its slot in the same transaction.
 async fn run(
     state: &AppState,
     caller: &Caller,
@@ -179,34 +161,17 @@ async fn run(
     command: BookingCommand,
     if_match: IfMatch,
 ) -> Result<Response, ApiError> {
-    let ctx = context(caller, correlation, name);
-    let options = ExecuteOptions {
-        expected_version: if_match.0,
-        ..ExecuteOptions::default()
-    };
-    let result = state
-        .store
-        .execute_guarded::<Booking, _, _>(
-            id,
-            command,
-            &(),
-            &ctx,
-            options,
-            &BookingClaims,
-            |b: &Booking| caller.may_access(&b.owner),
-        )
-        .await;
-    let outcome = if result.is_ok() {
-        "accepted"
-    } else {
-        "refused"
-    };
-    metrics::counter!("trailbook_commands_total", "command" => name, "outcome" => outcome)
-        .increment(1);
-    let done = result.map_err(|e| ApiError::from(e).for_aggregate("booking", id))?;
-    let body = accepted(id, &done.state, done.version, done.position);
-    let etag = format!("\"{}\"", done.version);
-    Ok(([(header::ETAG, etag)], axum::Json(body)).into_response())
+    resource::run::<Booking, _>(
+        state,
+        caller,
+        correlation,
+        id,
+        name,
+        command,
+        if_match,
+        &BookingClaims,
+    )
+    .await
 }
 
 /// Cancel a booking (the owner or an operator). Cancelling a cancelled booking changes nothing.

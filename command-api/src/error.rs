@@ -202,8 +202,8 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An error and its causes on one line, for the log.
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its causes on one line (causes already quoted by their parent are not repeated).
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {

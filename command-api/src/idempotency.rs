@@ -8,7 +8,6 @@
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use domain::AggregateSchema;
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -17,6 +16,7 @@ use store::{Appended, CommandError, CommitHook, ExecuteOptions, HookError};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, DomainError};
+use crate::resource::Resource;
 use crate::{context, AppState};
 
 /// A stored answer to a create.
@@ -181,11 +181,9 @@ pub async fn create<A, H>(
     request: Create,
     command: A::Command,
     hook: H,
-    already_exists: fn(&A::Error) -> bool,
-    answer: fn(&str, &A, u64, Option<i64>) -> Value,
 ) -> Result<Response, ApiError>
 where
-    A: AggregateSchema<Services = ()>,
+    A: Resource,
     A::Command: Clone,
     A::Error: DomainError,
     H: CommitHook<A>,
@@ -205,7 +203,7 @@ where
         request_hash: request.hash.clone(),
         aggregate_type: A::TYPE,
         ttl: state.config.idempotency_ttl,
-        response: move |a: &A, at: Appended| answer(&request.id, a, at.version, Some(at.position)),
+        response: move |a: &A, at: Appended| a.answer(&request.id, at.version, Some(at.position)),
     };
     let options = ExecuteOptions {
         new_stream: true,
@@ -232,12 +230,12 @@ where
     match result {
         Ok(done) => Ok(created_response(
             StatusCode::ACCEPTED,
-            answer(&id, &done.state, done.version, done.position),
+            done.state.answer(&id, done.version, done.position),
             request.kind,
             &id,
             false,
         )),
-        Err(CommandError::Rejected(e)) if already_exists(&e) => {
+        Err(CommandError::Rejected(e)) if A::already_exists(&e) => {
             // Another request with this key won the race (or the key expired long ago).
             match lookup(pool, &request.scope, &request.key).await.map_err(store::Error::from)? {
                 Some(stored) => replay(stored, &request.hash, request.kind),

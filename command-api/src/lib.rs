@@ -6,6 +6,7 @@
 //! # Layout
 //! - `bookings`, `visits`: the aggregate routes (create is idempotent; reads fold the event store).
 //! - `callbacks`: HMAC-signed partner callbacks.
+//! - `resource`: what routes need of an aggregate ([`resource::Resource`]) and the shared command path.
 //! - `idempotency`: `Idempotency-Key` records, derived aggregate ids, replayed answers.
 //! - `auth`: bearer tokens (JWT) and role rules; `secrets`: where the secrets come from.
 //! - `extract`: JSON body, `Idempotency-Key`, `If-Match`, correlation id extractors.
@@ -23,6 +24,7 @@ mod health;
 pub mod idempotency;
 pub mod middleware;
 mod ops;
+pub mod resource;
 pub mod secrets;
 pub mod visits;
 

@@ -2,14 +2,14 @@
 //! and the strongly consistent read.
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::values::{Email, Role};
-use domain::visit::{Patient, VisitCommand, VisitError};
+use domain::visit::{Patient, VisitCommand};
 use domain::Visit;
 use serde::{Deserialize, Serialize};
-use store::{ExecuteOptions, NoHook};
+use store::NoHook;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
@@ -17,7 +17,7 @@ use crate::bookings::{check_date, view};
 use crate::error::ApiError;
 use crate::extract::{CorrelationId, IdempotencyKey, IfMatch, Json};
 use crate::idempotency::{self, Create};
-use crate::{context, AppState};
+use crate::{resource, AppState};
 
 /// Body of `POST /v1/visits`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -65,15 +65,6 @@ pub struct VisitAccepted {
     pub position: Option<i64>,
 }
 
-fn accepted(id: &str, state: &Visit, version: u64, position: Option<i64>) -> VisitAccepted {
-    VisitAccepted {
-        visit_id: id.to_string(),
-        status: state.status.as_str().to_string(),
-        version,
-        position,
-    }
-}
-
 /// Schedule a visit. Idempotent by `Idempotency-Key`.
 #[utoipa::path(operation_id = "create_visit", post, path = "/v1/visits", tag = "visits",
     request_body = CreateVisit,
@@ -104,17 +95,7 @@ pub async fn create(
         scheduled_at: body.scheduled_at,
         at: Utc::now(),
     };
-    idempotency::create::<Visit, _>(
-        &state,
-        request,
-        command,
-        NoHook,
-        |e| matches!(e, VisitError::AlreadyExists),
-        |id, v: &Visit, version, position| {
-            serde_json::to_value(accepted(id, v, version, position)).unwrap_or_default()
-        },
-    )
-    .await
+    idempotency::create::<Visit, _>(&state, request, command, NoHook).await
 }
 
 async fn run(
@@ -126,31 +107,17 @@ async fn run(
     command: VisitCommand,
     if_match: IfMatch,
 ) -> Result<Response, ApiError> {
-    let ctx = context(caller, correlation, name);
-    let options = ExecuteOptions {
-        expected_version: if_match.0,
-        ..ExecuteOptions::default()
-    };
-    let result = state
-        .store
-        .execute_guarded::<Visit, _, _>(id, command, &(), &ctx, options, &NoHook, |v: &Visit| {
-            caller.may_access(&v.owner)
-        })
-        .await;
-    let outcome = if result.is_ok() {
-        "accepted"
-    } else {
-        "refused"
-    };
-    metrics::counter!("trailbook_commands_total", "command" => name, "outcome" => outcome)
-        .increment(1);
-    let done = result.map_err(|e| ApiError::from(e).for_aggregate("visit", id))?;
-    let etag = format!("\"{}\"", done.version);
-    Ok((
-        [(header::ETAG, etag)],
-        axum::Json(accepted(id, &done.state, done.version, done.position)),
+    resource::run::<Visit, _>(
+        state,
+        caller,
+        correlation,
+        id,
+        name,
+        command,
+        if_match,
+        &NoHook,
     )
-        .into_response())
+    .await
 }
 
 /// Staff-only workflow steps.
