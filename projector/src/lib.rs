@@ -1,6 +1,50 @@
-//! The projector: read models and status views built from the global event log.
+//! The projector: read models and status views built from the global event log, durably and exactly once.
 //!
-//! Will read the log through `store::log` by `(tx_id, global_position)` below `pg_snapshot_xmin`, write
-//! read-model rows and its checkpoint in one transaction per batch, and hold one active runner per
-//! projection across processes. Not built yet: see the projector issue.
+//! It depends on `domain` (read models fold events with the aggregates' own `apply`) and `store` (the
+//! global log reader and its upcasting `RecordedEvent::decode`), never on the APIs or the workers. It does
+//! not use cqrs-es's in-process queries, which lose events on a crash (at-most-once).
+//!
+//! Each projection owns its tables and a checkpoint; a runner applies the log to it in batches, writing the
+//! rows and the checkpoint in one transaction, so every event is applied once and none is skipped, however
+//! runners die or race. Any number of processes may run [`run`]: one leads each projection (advisory lock)
+//! and the others stand by to take over. [`rebuild`] builds a projection afresh beside the live tables and
+//! swaps them in atomically. [`status`] reports position and lag.
+//!
+//! # Layout
+//! - `projection`: the [`Projection`] trait, [`Target`] (live or rebuild tables) and the registry, [`NAMES`].
+//! - `fold`: rows holding an aggregate's folded state; one load and one upsert per batch.
+//! - `bookings`, `visits`, `status_board`, `timeline`: the four projections (`rm_*` tables).
+//! - `runner`: [`run`], batches, leadership loop, wake-ups, retries.
+//! - `leader`: advisory locks on dedicated connections.
+//! - `conn`: pooled connections that are closed, not reused, when a batch is cancelled midway.
+//! - `rebuild`: [`rebuild`] into fresh tables and the atomic swap; [`rebuild_status`].
+//! - `status`: [`status`], [`reached`] (read-your-writes), the Prometheus gauges.
+//! - `board`: reading the status board: counts and stuck items ([`StuckRule`]).
+//! - `cli`: a progress bar for rebuilds and a status table, for `trailbook projections`.
+//! - `error`: [`Error`].
 #![forbid(unsafe_code)]
+
+pub mod board;
+pub mod bookings;
+pub mod cli;
+mod conn;
+pub mod error;
+mod fold;
+mod leader;
+pub mod projection;
+pub mod rebuild;
+pub mod runner;
+pub mod status;
+pub mod status_board;
+pub mod timeline;
+pub mod visits;
+
+pub use board::{board, Board, StatusCount, StuckItem, StuckRule};
+pub use error::{Error, Result};
+pub use projection::{projection, Projection, Target, NAMES};
+pub use rebuild::{
+    rebuild, rebuild_status, rebuild_with, RebuildConfig, RebuildProgress, RebuildReport,
+    RebuildStatus,
+};
+pub use runner::{apply_next_batch, run, run_projections, Config, CHANNEL};
+pub use status::{leaders, publish_metrics, reached, status, ProjectionStatus};

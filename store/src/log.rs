@@ -105,6 +105,9 @@ pub(crate) fn decode_event<A: AggregateSchema>(
 
 /// Reads up to `limit` events after `after`, in log order, stopping before any transaction that may still
 /// commit. Calling it again with the checkpoint of the last event returned continues without gaps.
+///
+/// The `order by` names `events.tx_id`: a bare `tx_id` would mean the output column (the `bigint` cast of
+/// the select list), which no index provides, so every page would sort all the events after the cursor.
 pub async fn read_after<'e, E: PgExecutor<'e>>(
     executor: E,
     after: Checkpoint,
@@ -114,7 +117,7 @@ pub async fn read_after<'e, E: PgExecutor<'e>>(
         "select {RECORDED_COLUMNS} from events
          where (tx_id, global_position) > ($1::bigint::text::xid8, $2)
            and tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         order by tx_id, global_position
+         order by events.tx_id, events.global_position
          limit $3"
     );
     Ok(sqlx::query_as::<_, RecordedEvent>(&sql)

@@ -1,0 +1,183 @@
+//! Projection `bookings`: one `rm_bookings` row per booking, with its status, partner, amount, customer,
+//! the time it reached each status, and its folded state.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
+use domain::booking::{BookingEvent, BookingStatus};
+use domain::{AggregateSchema, Booking};
+use serde::{Deserialize, Serialize};
+use sqlx::PgConnection;
+use store::RecordedEvent;
+
+use crate::error::Result;
+use crate::fold::{fold_batch, upsert_rows, FoldedRow};
+use crate::projection::{Projection, Target};
+
+/// The `bookings` projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bookings;
+
+const TABLE: &str = "rm_bookings";
+
+#[async_trait]
+impl Projection for Bookings {
+    fn name(&self) -> &'static str {
+        "bookings"
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        &[TABLE]
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        target: Target,
+        events: &[RecordedEvent],
+    ) -> Result<()> {
+        let table = target.table(TABLE);
+        let changed = fold_batch::<BookingRow>(conn, self.name(), &table, events).await?;
+        let rows: Vec<BookingRow> = changed.into_iter().map(|c| c.row).collect();
+        upsert_rows(conn, self.name(), &table, &["booking_id"], &rows).await
+    }
+}
+
+/// A row of `rm_bookings` (field names are the column names).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct BookingRow {
+    booking_id: String,
+    owner: String,
+    status: String,
+    partner: String,
+    resource: String,
+    starts_at: DateTime<Utc>,
+    ends_at: DateTime<Utc>,
+    guests: u32,
+    amount_minor: Option<i64>,
+    currency: Option<String>,
+    customer_name: Option<String>,
+    customer_email: Option<String>,
+    reservation_id: Option<String>,
+    payment_id: Option<String>,
+    partner_attempts: u32,
+    requested_at: Option<DateTime<Utc>>,
+    partner_pending_at: Option<DateTime<Utc>>,
+    confirmed_at: Option<DateTime<Utc>>,
+    paid_at: Option<DateTime<Utc>>,
+    rejected_at: Option<DateTime<Utc>>,
+    failed_at: Option<DateTime<Utc>>,
+    cancelled_at: Option<DateTime<Utc>>,
+    compensating_at: Option<DateTime<Utc>>,
+    compensation_failed_at: Option<DateTime<Utc>>,
+    status_since: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    version: i64,
+    last_position: i64,
+    state_version: i32,
+    state: Booking,
+}
+
+impl BookingRow {
+    /// The milestone column of `status`.
+    fn milestone(&mut self, status: BookingStatus) -> &mut Option<DateTime<Utc>> {
+        match status {
+            BookingStatus::Requested => &mut self.requested_at,
+            BookingStatus::PartnerPending => &mut self.partner_pending_at,
+            BookingStatus::Confirmed => &mut self.confirmed_at,
+            BookingStatus::Paid => &mut self.paid_at,
+            BookingStatus::Rejected => &mut self.rejected_at,
+            BookingStatus::Failed => &mut self.failed_at,
+            BookingStatus::Cancelled => &mut self.cancelled_at,
+            BookingStatus::Compensating => &mut self.compensating_at,
+            BookingStatus::CompensationFailed => &mut self.compensation_failed_at,
+        }
+    }
+}
+
+impl FoldedRow for BookingRow {
+    type Aggregate = Booking;
+    const ID_COLUMN: &'static str = "booking_id";
+    const TYPED: bool = false;
+
+    fn new(id: &str) -> Self {
+        Self {
+            booking_id: id.to_owned(),
+            owner: String::new(),
+            status: BookingStatus::default().as_str().to_owned(),
+            partner: String::new(),
+            resource: String::new(),
+            starts_at: DateTime::<Utc>::default(),
+            ends_at: DateTime::<Utc>::default(),
+            guests: 0,
+            amount_minor: None,
+            currency: None,
+            customer_name: None,
+            customer_email: None,
+            reservation_id: None,
+            payment_id: None,
+            partner_attempts: 0,
+            requested_at: None,
+            partner_pending_at: None,
+            confirmed_at: None,
+            paid_at: None,
+            rejected_at: None,
+            failed_at: None,
+            cancelled_at: None,
+            compensating_at: None,
+            compensation_failed_at: None,
+            status_since: DateTime::<Utc>::default(),
+            created_at: DateTime::<Utc>::default(),
+            updated_at: DateTime::<Utc>::default(),
+            version: 0,
+            last_position: 0,
+            state_version: Booking::STATE_VERSION,
+            state: Booking::default(),
+        }
+    }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn status(&self) -> &str {
+        &self.status
+    }
+
+    fn apply(&mut self, event: BookingEvent, recorded: &RecordedEvent) {
+        let at = recorded.recorded_at;
+        let before = (self.version > 0).then_some(self.state.status);
+        self.state.apply(event);
+        let after = self.state.status;
+        if before != Some(after) {
+            self.status_since = at;
+            self.milestone(after).get_or_insert(at);
+        }
+        if self.version == 0 {
+            self.created_at = at;
+        }
+        self.updated_at = at;
+        self.version = recorded.sequence;
+        self.last_position = recorded.global_position;
+    }
+
+    fn finish(&mut self) {
+        let state = &self.state;
+        self.owner.clone_from(&state.owner);
+        self.status = state.status.as_str().to_owned();
+        self.partner.clone_from(&state.partner);
+        self.resource.clone_from(&state.resource);
+        self.starts_at = state.starts_at;
+        self.ends_at = state.ends_at;
+        self.guests = state.guests;
+        self.amount_minor = state.amount.as_ref().map(|a| a.minor);
+        self.currency = state.amount.as_ref().map(|a| a.currency.to_string());
+        self.customer_name = state.customer.as_ref().map(|c| c.name.clone());
+        self.customer_email = state.customer.as_ref().map(|c| c.email.to_string());
+        self.reservation_id.clone_from(&state.reservation_id);
+        self.payment_id.clone_from(&state.payment_id);
+        self.partner_attempts = state.partner_attempts;
+        self.state_version = Booking::STATE_VERSION;
+    }
+}

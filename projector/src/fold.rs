@@ -1,0 +1,271 @@
+//! Read-model rows that carry an aggregate's folded state, and how a batch updates them.
+//!
+//! A batch costs the same few round trips whatever its size: one query loads every row the batch touches
+//! (`to_jsonb(t)`, into the row struct with serde), the events are applied in memory by the domain's own
+//! `Aggregate::apply`, and one statement writes every changed row back (`jsonb_populate_recordset` of a
+//! JSON array, upserted on the key). The row structs' field names are the column names.
+
+use std::collections::{BTreeMap, HashMap};
+
+use cqrs_es::Aggregate;
+use domain::AggregateSchema;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::PgConnection;
+use store::RecordedEvent;
+
+use crate::error::{Error, Result};
+
+/// The event type of aggregate `A`.
+pub(crate) type EventOf<A> = <A as Aggregate>::Event;
+
+/// A read-model row holding the state of one aggregate, folded from its events.
+///
+/// Its serialized form (field name = column name) must contain `state`, `state_version` and `version`.
+pub(crate) trait FoldedRow: Serialize + DeserializeOwned + Send {
+    type Aggregate: AggregateSchema;
+
+    /// Column holding the aggregate id.
+    const ID_COLUMN: &'static str;
+
+    /// The table holds several aggregate types, told apart by an `aggregate_type` column (part of the key).
+    const TYPED: bool;
+
+    /// The row of an aggregate no event has been applied to yet.
+    fn new(id: &str) -> Self;
+
+    /// Sequence of the last event applied (0 for a new row).
+    fn version(&self) -> i64;
+
+    /// The status column, as stored.
+    fn status(&self) -> &str;
+
+    /// Applies the next event of the aggregate: the state through the domain's `apply`, then the row's own
+    /// columns (milestones, version, position) from the event's log coordinates.
+    fn apply(&mut self, event: EventOf<Self::Aggregate>, recorded: &RecordedEvent);
+
+    /// Brings the columns copied from the state up to date (once per batch, after the last `apply`).
+    fn finish(&mut self);
+}
+
+/// A row changed by a batch, with the status it had before (`None`: the row is new).
+pub(crate) struct Changed<R> {
+    pub before: Option<String>,
+    pub row: R,
+}
+
+/// Applies the events of `R::Aggregate` among `events` to their rows in `table`, returning every row the
+/// batch changed, in id order. Nothing is written.
+///
+/// An event whose sequence the row already has is skipped (it was applied before: this only happens if a
+/// checkpoint was moved back by hand); a gap in sequences is an error, never skipped over.
+pub(crate) async fn fold_batch<R: FoldedRow>(
+    conn: &mut PgConnection,
+    projection: &'static str,
+    table: &str,
+    events: &[RecordedEvent],
+) -> Result<Vec<Changed<R>>> {
+    let aggregate_type = <R::Aggregate as Aggregate>::TYPE;
+    let mine: Vec<&RecordedEvent> = events
+        .iter()
+        .filter(|e| e.aggregate_type == aggregate_type)
+        .collect();
+    if mine.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<String> = mine.iter().map(|e| e.aggregate_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+
+    let loaded = load_rows::<R>(conn, projection, table, &ids).await?;
+    let mut rows: BTreeMap<String, Changed<R>> = loaded
+        .into_iter()
+        .map(|(id, row)| {
+            let before = Some(row.status().to_owned());
+            (id, Changed { before, row })
+        })
+        .collect();
+    let mut touched: Vec<String> = Vec::with_capacity(ids.len());
+
+    for recorded in mine {
+        let entry = rows
+            .entry(recorded.aggregate_id.clone())
+            .or_insert_with(|| Changed {
+                before: None,
+                row: R::new(&recorded.aggregate_id),
+            });
+        let version = entry.row.version();
+        if recorded.sequence <= version {
+            tracing::warn!(
+                projection,
+                aggregate_type,
+                aggregate_id = %recorded.aggregate_id,
+                sequence = recorded.sequence,
+                version,
+                "event already applied to the read model; skipping it"
+            );
+            continue;
+        }
+        if recorded.sequence != version + 1 {
+            return Err(apply_error(
+                projection,
+                recorded,
+                format!(
+                    "the read model is at version {version}: sequence {} must come first",
+                    version + 1
+                ),
+            ));
+        }
+        let event = recorded
+            .decode::<R::Aggregate>()
+            .map_err(|e| apply_error(projection, recorded, e.to_string()))?;
+        entry.row.apply(event, recorded);
+        touched.push(recorded.aggregate_id.clone());
+    }
+
+    touched.sort();
+    touched.dedup();
+    let mut changed = Vec::with_capacity(touched.len());
+    for id in touched {
+        if let Some(mut entry) = rows.remove(&id) {
+            entry.row.finish();
+            changed.push(entry);
+        }
+    }
+    Ok(changed)
+}
+
+fn apply_error(projection: &'static str, recorded: &RecordedEvent, reason: String) -> Error {
+    Error::Apply {
+        projection,
+        aggregate_type: recorded.aggregate_type.clone(),
+        aggregate_id: recorded.aggregate_id.clone(),
+        sequence: recorded.sequence,
+        position: recorded.global_position,
+        reason,
+    }
+}
+
+/// Loads the rows of `ids` in one query. A row written under another state shape (`state_version`), or
+/// whose state no longer deserializes, gets its state refolded from the log up to its version first.
+async fn load_rows<R: FoldedRow>(
+    conn: &mut PgConnection,
+    projection: &'static str,
+    table: &str,
+    ids: &[String],
+) -> Result<HashMap<String, R>> {
+    let aggregate_type = <R::Aggregate as Aggregate>::TYPE;
+    let id_column = R::ID_COLUMN;
+    let values: Vec<Value> = if R::TYPED {
+        sqlx::query_scalar(&format!(
+            "select to_jsonb(t) from {table} t where aggregate_type = $2 and {id_column} = any($1)"
+        ))
+        .bind(ids)
+        .bind(aggregate_type)
+        .fetch_all(&mut *conn)
+        .await?
+    } else {
+        sqlx::query_scalar(&format!(
+            "select to_jsonb(t) from {table} t where {id_column} = any($1)"
+        ))
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await?
+    };
+
+    let mut rows = HashMap::with_capacity(values.len());
+    for mut value in values {
+        let id = value
+            .get(id_column)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let current_shape = value.get("state_version").and_then(Value::as_i64)
+            == Some(i64::from(R::Aggregate::STATE_VERSION));
+        let row = match R::deserialize(&value) {
+            Ok(row) if current_shape => row,
+            _ => {
+                let version = value.get("version").and_then(Value::as_i64).unwrap_or(0);
+                tracing::info!(
+                    projection,
+                    aggregate_type,
+                    aggregate_id = %id,
+                    version,
+                    "read-model state has an old shape; refolding it from the log"
+                );
+                let state = refold::<R::Aggregate>(conn, &id, version).await?;
+                if let Value::Object(map) = &mut value {
+                    map.insert(
+                        "state".to_owned(),
+                        serde_json::to_value(state)
+                            .map_err(|source| Error::Row { projection, source })?,
+                    );
+                    map.insert(
+                        "state_version".to_owned(),
+                        Value::from(R::Aggregate::STATE_VERSION),
+                    );
+                }
+                serde_json::from_value::<R>(value)
+                    .map_err(|source| Error::Row { projection, source })?
+            }
+        };
+        rows.insert(id, row);
+    }
+    Ok(rows)
+}
+
+/// The state of aggregate `id` after its events 1..=`version`, folded from the log.
+async fn refold<A: AggregateSchema>(conn: &mut PgConnection, id: &str, version: i64) -> Result<A> {
+    let events: Vec<RecordedEvent> = sqlx::query_as(
+        "select aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata,
+                global_position, tx_id::text::bigint as tx_id, recorded_at
+         from events where aggregate_type = $1 and aggregate_id = $2 and sequence <= $3
+         order by sequence",
+    )
+    .bind(A::TYPE)
+    .bind(id)
+    .bind(version)
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut state = A::default();
+    for event in &events {
+        state.apply(event.decode::<A>()?);
+    }
+    Ok(state)
+}
+
+/// Inserts or replaces `rows` in `table` in one statement; `key` lists the primary-key columns.
+pub(crate) async fn upsert_rows<R: Serialize>(
+    conn: &mut PgConnection,
+    projection: &'static str,
+    table: &str,
+    key: &[&str],
+    rows: &[R],
+) -> Result<()> {
+    let values = rows
+        .iter()
+        .map(serde_json::to_value)
+        .collect::<Result<Vec<Value>, _>>()
+        .map_err(|source| Error::Row { projection, source })?;
+    let Some(Value::Object(first)) = values.first() else {
+        return Ok(());
+    };
+    let updates = first
+        .keys()
+        .filter(|column| !key.contains(&column.as_str()))
+        .map(|column| format!("\"{column}\" = excluded.\"{column}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "insert into {table}
+         select * from jsonb_populate_recordset(null::{table}, $1)
+         on conflict ({}) do update set {updates}",
+        key.join(", ")
+    );
+    sqlx::query(&sql)
+        .bind(Value::Array(values))
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
