@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 mod history;
+mod projections;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -76,14 +77,14 @@ enum Command {
     CommandApi(ServeArgs),
     /// Run only the GraphQL query service.
     QueryApi(ServeArgs),
-    /// Run only the projector.
+    /// Run only the projector (any number may run: one leads each projection, the others stand by).
     Projector,
     /// Run only the job workers.
     Workers,
     /// Run the partner simulator.
     PartnerSim(PassThrough),
-    /// Show projection status, or rebuild one.
-    Projections(PassThrough),
+    /// Show each projection's position and lag, or rebuild one.
+    Projections(ProjectionsArgs),
     /// List jobs, or replay a dead-lettered one.
     Jobs(PassThrough),
     /// Print a bearer token for development use (signed with the configured secret).
@@ -135,6 +136,28 @@ struct ApiArgs {
     /// How long an Idempotency-Key is remembered, in hours.
     #[arg(long, env = "TRAILBOOK_IDEMPOTENCY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
     idempotency_ttl_hours: u32,
+}
+
+#[derive(Debug, Args)]
+struct ProjectionsArgs {
+    #[command(subcommand)]
+    action: Option<ProjectionsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectionsAction {
+    /// Each projection's position, the head of the log, lag in events and seconds, and its leader
+    /// (the default).
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build a projection afresh from the whole log beside the live tables, then swap it in atomically.
+    Rebuild {
+        /// bookings, visits, status_board or timeline.
+        name: String,
+    },
 }
 
 /// Arguments of subcommands that are not available yet.
@@ -244,7 +267,16 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Serve(args) | Command::CommandApi(args) => serve(&cli.db, &args).await,
+        Command::Serve(args) => serve(&cli.db, &args, Parts::ALL).await,
+        Command::CommandApi(args) => serve(&cli.db, &args, Parts::COMMAND_API).await,
+        Command::Projector => run_projector(&cli.db).await,
+        Command::Projections(args) => {
+            with_migrated_db(&cli.db, |db| async move {
+                let result = projections::run(&db.pool, args.action).await;
+                (db, result)
+            })
+            .await
+        }
         Command::Migrate => {
             let db = open(&cli.db).await?;
             let result = store::db::migrate(&db.pool).await;
@@ -260,10 +292,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             result
         }
         Command::QueryApi(_) => not_yet("query-api", "the query API"),
-        Command::Projector => not_yet("projector", "the projector"),
         Command::Workers => not_yet("workers", "the workers"),
         Command::PartnerSim(_) => not_yet("partner-sim", "the workers"),
-        Command::Projections(_) => not_yet("projections", "the projector"),
         Command::Jobs(_) => not_yet("jobs", "the workers"),
         Command::Token(args) => {
             let secret = command_api::secrets::load_or_create(
@@ -321,22 +351,92 @@ async fn open(args: &DbArgs) -> Result<Database, Failure> {
     Ok(Database::open(url, &args.data_dir, &config).await?)
 }
 
-async fn serve(db_args: &DbArgs, args: &ServeArgs) -> Result<(), Failure> {
+/// Which parts of trailbook a process runs.
+#[derive(Debug, Clone, Copy)]
+struct Parts {
+    projector: bool,
+}
+
+impl Parts {
+    const ALL: Parts = Parts { projector: true };
+    const COMMAND_API: Parts = Parts { projector: false };
+}
+
+/// Opens and migrates the database, runs `work` with it, and closes it (stopping a private cluster).
+async fn with_migrated_db<F, Fut>(db_args: &DbArgs, work: F) -> Result<(), Failure>
+where
+    F: FnOnce(Database) -> Fut,
+    Fut: std::future::Future<Output = (Database, Result<(), Failure>)>,
+{
     let db = open(db_args).await?;
     if let Err(e) = store::db::migrate(&db.pool).await {
         db.close().await;
         return Err(e.into());
     }
-    let result = serve_until_signal(&db, db_args, args).await;
+    match db.embedded_port() {
+        Some(port) => {
+            tracing::info!(port, data_dir = %db_args.data_dir.display(), "using the private PostgreSQL cluster")
+        }
+        None => tracing::info!("using DATABASE_URL"),
+    }
+    let (db, result) = work(db).await;
     db.close().await;
     tracing::info!("stopped");
     result
+}
+
+async fn serve(db_args: &DbArgs, args: &ServeArgs, parts: Parts) -> Result<(), Failure> {
+    with_migrated_db(db_args, |db| async move {
+        let result = serve_until_signal(&db, db_args, args, parts).await;
+        (db, result)
+    })
+    .await
+}
+
+async fn run_projector(db_args: &DbArgs) -> Result<(), Failure> {
+    with_migrated_db(db_args, |db| async move {
+        tracing::info!("projector running");
+        let result = projector::run(
+            db.pool.clone(),
+            projector::Config::default(),
+            telemetry::shutdown_signal(),
+        )
+        .await
+        .map_err(|e| Failure {
+            code: 1,
+            message: error_chain(&e),
+        });
+        (db, result)
+    })
+    .await
+}
+
+/// One stop for every part of a process: the first of a signal or a part failing.
+#[derive(Clone)]
+struct Stop(std::sync::Arc<tokio::sync::watch::Sender<bool>>);
+
+impl Stop {
+    fn new() -> Self {
+        Self(std::sync::Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
+    fn stop(&self) {
+        self.0.send_replace(true);
+    }
+
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            let _ = rx.wait_for(|stopped| *stopped).await;
+        }
+    }
 }
 
 async fn serve_until_signal(
     db: &Database,
     db_args: &DbArgs,
     args: &ServeArgs,
+    parts: Parts,
 ) -> Result<(), Failure> {
     let secret_failure = |e: command_api::secrets::SecretError| Failure {
         code: 1,
@@ -351,7 +451,8 @@ async fn serve_until_signal(
         "partner-secret",
     )
     .map_err(secret_failure)?;
-    let store = EventStore::new(db.pool.clone(), store_config(db_args));
+    let store = EventStore::new(db.pool.clone(), store_config(db_args))
+        .with_notifier(store::notify::CommitNotifier::spawn(db.pool.clone()));
     let state = command_api::AppState::new(
         store,
         command_api::Tokens::new(&jwt_secret),
@@ -372,24 +473,55 @@ async fn serve_until_signal(
     let local = listener
         .local_addr()
         .map_err(|e| Failure::usage(format!("cannot read the listening address: {e}")))?;
-    match db.embedded_port() {
-        Some(port) => {
-            tracing::info!(port, data_dir = %db_args.data_dir.display(), "using the private PostgreSQL cluster")
-        }
-        None => tracing::info!("using DATABASE_URL"),
-    }
     tracing::info!(url = %format!("http://{local}"), "REST command API listening");
     println!("trailbook REST:    http://{local}");
+
+    let stop = Stop::new();
+    let on_signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            telemetry::shutdown_signal().await;
+            stop.stop();
+        })
+    };
+    let projector = parts.projector.then(|| {
+        let stop = stop.clone();
+        let pool = db.pool.clone();
+        tokio::spawn(async move {
+            let outcome = projector::run(pool, projector::Config::default(), stop.stopped()).await;
+            if let Err(e) = &outcome {
+                tracing::error!(error = %e, "the projector failed; stopping");
+                stop.stop();
+            }
+            outcome
+        })
+    });
     let purger = tokio::spawn(purge_idempotency_keys(db.pool.clone()));
     let app = command_api::app(state);
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(telemetry::shutdown_signal())
+        .with_graceful_shutdown(stop.stopped())
         .await;
+    stop.stop();
     purger.abort();
+    on_signal.abort();
+    let projected = match projector {
+        Some(task) => match task.await {
+            Ok(outcome) => outcome.map_err(|e| Failure {
+                code: 1,
+                message: error_chain(&e),
+            }),
+            Err(e) => Err(Failure {
+                code: 1,
+                message: format!("the projector task failed: {e}"),
+            }),
+        },
+        None => Ok(()),
+    };
     served.map_err(|e| Failure {
         code: 1,
         message: format!("the REST server failed: {e}"),
-    })
+    })?;
+    projected
 }
 
 /// Deletes expired idempotency keys every ten minutes.

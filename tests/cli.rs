@@ -340,7 +340,7 @@ fn unreachable_database_is_a_clear_error() {
 #[test]
 fn unavailable_subcommands_say_so() {
     let out = run(trailbook()
-        .args(["projections", "status"])
+        .args(["jobs", "list"])
         .env("DATABASE_URL", "postgres://x@127.0.0.1:1/x"));
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("not available yet"));

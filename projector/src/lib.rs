@@ -16,7 +16,6 @@
 //! - `bookings`, `visits`, `status_board`, `timeline`: the four projections (`rm_*` tables).
 //! - `runner`: [`run`], batches, leadership loop, wake-ups, retries.
 //! - `leader`: advisory locks on dedicated connections.
-//! - `conn`: pooled connections that are closed, not reused, when a batch is cancelled midway.
 //! - `rebuild`: [`rebuild`] into fresh tables and the atomic swap; [`rebuild_status`].
 //! - `status`: [`status`], [`reached`] (read-your-writes), the Prometheus gauges.
 //! - `board`: reading the status board: counts and stuck items ([`StuckRule`]).
@@ -27,7 +26,6 @@
 pub mod board;
 pub mod bookings;
 pub mod cli;
-mod conn;
 pub mod error;
 mod fold;
 mod leader;
@@ -43,8 +41,8 @@ pub use board::{board, Board, StatusCount, StuckItem, StuckRule};
 pub use error::{Error, Result};
 pub use projection::{projection, Projection, Target, NAMES};
 pub use rebuild::{
-    rebuild, rebuild_status, rebuild_with, RebuildConfig, RebuildProgress, RebuildReport,
-    RebuildStatus,
+    rebuild, rebuild_status, rebuild_with, start_rebuild, RebuildConfig, RebuildProgress,
+    RebuildReport, RebuildStatus,
 };
 pub use runner::{apply_next_batch, run, run_projections, Config, CHANNEL};
 pub use status::{leaders, publish_metrics, reached, status, ProjectionStatus};

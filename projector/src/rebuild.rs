@@ -19,11 +19,11 @@ use sqlx::{Connection, PgConnection, PgPool};
 use store::log::{head_position, read_after};
 use store::Checkpoint;
 
-use crate::conn::Guarded;
 use crate::error::{Error, Result};
 use crate::leader::{default_instance, AdvisoryLock, REBUILD_CLASS};
 use crate::projection::{projection, Projection, Target};
 use crate::runner::lock_checkpoint;
+use store::conn::Guarded;
 
 /// How a rebuild runs.
 #[derive(Debug, Clone)]
@@ -100,21 +100,78 @@ pub async fn rebuild_with(
     config: &RebuildConfig,
     progress: impl Fn(RebuildProgress) + Send + Sync,
 ) -> Result<RebuildReport> {
+    let started = begin(pool, name).await?;
+    started.finish(pool, config, &progress).await
+}
+
+/// Starts a rebuild of projection `name` in the background and returns once it holds the rebuild lock
+/// and has recorded itself as running (so [`rebuild_status`] reports it at once). Refused with
+/// [`Error::RebuildInProgress`] when another one runs. Follow it with [`rebuild_status`].
+pub async fn start_rebuild(
+    pool: PgPool,
+    name: &str,
+    config: RebuildConfig,
+) -> Result<tokio::task::JoinHandle<Result<RebuildReport>>> {
+    let started = begin(&pool, name).await?;
+    Ok(tokio::spawn(async move {
+        started.finish(&pool, &config, &|_| {}).await
+    }))
+}
+
+/// A rebuild that holds its lock and has prepared its tables.
+struct Started {
+    projection: &'static dyn Projection,
+    lock: AdvisoryLock,
+    at: Instant,
+}
+
+/// Takes the rebuild lock of projection `name` and prepares the fresh tables.
+async fn begin(pool: &PgPool, name: &str) -> Result<Started> {
     let projection = projection(name)?;
     let name = projection.name();
+    let at = Instant::now();
     let mut lock = AdvisoryLock::new(pool.clone(), &default_instance(), REBUILD_CLASS, name);
     if !lock.try_acquire().await? {
         return Err(Error::RebuildInProgress(name));
     }
-    let outcome = run_rebuild(pool, projection, config, &progress).await;
-    if let Err(e) = &outcome {
-        tracing::error!(projection = name, error = %e, "rebuild failed; the live tables are unchanged");
-        if let Err(cleanup) = fail(pool, projection, e).await {
-            tracing::warn!(projection = name, error = %cleanup, "could not record the failed rebuild");
-        }
+    if let Err(e) = prepare(pool, projection).await {
+        failed(pool, projection, &e).await;
+        lock.release().await;
+        return Err(e);
     }
-    lock.release().await;
-    outcome
+    tracing::info!(projection = name, "rebuilding from position zero");
+    Ok(Started {
+        projection,
+        lock,
+        at,
+    })
+}
+
+impl Started {
+    /// Catches up, swaps, and releases the lock; a failure is recorded and leaves the live tables as
+    /// they were.
+    async fn finish(
+        mut self,
+        pool: &PgPool,
+        config: &RebuildConfig,
+        progress: &(impl Fn(RebuildProgress) + Send + Sync),
+    ) -> Result<RebuildReport> {
+        let outcome = run_rebuild(pool, self.projection, config, progress, self.at).await;
+        if let Err(e) = &outcome {
+            failed(pool, self.projection, e).await;
+        }
+        self.lock.release().await;
+        outcome
+    }
+}
+
+/// Logs a failed rebuild and records it (best effort).
+async fn failed(pool: &PgPool, projection: &dyn Projection, e: &Error) {
+    let name = projection.name();
+    tracing::error!(projection = name, error = %e, "rebuild failed; the live tables are unchanged");
+    if let Err(cleanup) = fail(pool, projection, e).await {
+        tracing::warn!(projection = name, error = %cleanup, "could not record the failed rebuild");
+    }
 }
 
 async fn run_rebuild(
@@ -122,12 +179,9 @@ async fn run_rebuild(
     projection: &'static dyn Projection,
     config: &RebuildConfig,
     progress: &(impl Fn(RebuildProgress) + Send + Sync),
+    started: Instant,
 ) -> Result<RebuildReport> {
     let name = projection.name();
-    let started = Instant::now();
-    prepare(pool, projection).await?;
-    tracing::info!(projection = name, "rebuilding from position zero");
-
     let mut cursor = Checkpoint::default();
     let mut applied: u64 = 0;
     loop {

@@ -34,15 +34,15 @@ use store::log::read_after;
 use store::{Checkpoint, RecordedEvent};
 use tokio::sync::{watch, Notify};
 
-use crate::conn::Guarded;
 use crate::error::{Error, Result};
 use crate::leader::{default_instance, AdvisoryLock, LEADER_CLASS};
 use crate::projection::{projection, Projection, Target, NAMES};
 use crate::status::{publish_metrics, status};
+use store::conn::Guarded;
 
-/// The channel runners LISTEN on: a `NOTIFY trailbook_events` (outside any append transaction) wakes them
-/// before their next poll.
-pub const CHANNEL: &str = "trailbook_events";
+/// The channel runners LISTEN on: a `NOTIFY trailbook_events` (outside any append transaction, e.g. from a
+/// [`store::notify::CommitNotifier`]) wakes them before their next poll.
+pub use store::notify::CHANNEL;
 
 /// How runners behave.
 #[derive(Debug, Clone)]

@@ -6,10 +6,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Connection, PgPool};
 
-use crate::conn::Guarded;
 use crate::error::Result;
 use crate::leader::{lock_key, LEADER_CLASS};
 use crate::projection::NAMES;
+use store::conn::Guarded;
 
 /// How far one projection is behind the log.
 #[derive(Debug, Clone, PartialEq, Serialize)]

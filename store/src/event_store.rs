@@ -14,11 +14,13 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use domain::AggregateSchema;
 use rand::Rng;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{Connection, PgConnection, PgPool};
 
+use crate::conn::Guarded;
 use crate::error::{CommandError, Error, HookError, Result};
 use crate::log::{decode_event, RecordedEvent, RECORDED_COLUMNS};
 use crate::metadata::{CommandContext, EventMetadata};
+use crate::notify::CommitNotifier;
 
 /// Tuning of the event store.
 #[derive(Debug, Clone)]
@@ -243,11 +245,22 @@ impl From<sqlx::Error> for AppendError {
 pub struct EventStore {
     pool: PgPool,
     config: StoreConfig,
+    notifier: Option<CommitNotifier>,
 }
 
 impl EventStore {
     pub fn new(pool: PgPool, config: StoreConfig) -> Self {
-        Self { pool, config }
+        Self {
+            pool,
+            config,
+            notifier: None,
+        }
+    }
+
+    /// Wakes the log's readers after every commit, through `notifier` (see [`crate::notify`]).
+    pub fn with_notifier(mut self, notifier: CommitNotifier) -> Self {
+        self.notifier = Some(notifier);
+        self
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -542,21 +555,33 @@ impl EventStore {
         let positions = if hook.is_noop() {
             query.fetch_all(&self.pool).await?
         } else {
-            let mut tx = self.pool.begin().await?;
-            let positions = query.fetch_all(&mut *tx).await?;
-            let appended = Appended {
-                version: from_version + events.len() as u64,
-                position: positions.iter().copied().max().unwrap_or_default(),
-            };
-            hook.before_commit(&mut tx, id, state, events, appended)
-                .await
-                .map_err(|e| match e {
-                    HookError::Database(db) => AppendError::from(db),
-                    refused => AppendError::Hook(refused),
-                })?;
-            tx.commit().await?;
-            positions
+            // A request handler is dropped when its client hangs up: `Guarded` keeps a transaction cut
+            // off mid-`BEGIN` from going back to the pool (see `conn`). Finished work, committed or
+            // not, releases it (a dropped `Transaction` rolls back on the connection's next use).
+            let mut conn = Guarded::acquire(&self.pool).await?;
+            let outcome = async {
+                let mut tx = conn.begin().await?;
+                let positions = query.fetch_all(&mut *tx).await?;
+                let appended = Appended {
+                    version: from_version + events.len() as u64,
+                    position: positions.iter().copied().max().unwrap_or_default(),
+                };
+                hook.before_commit(&mut tx, id, state, events, appended)
+                    .await
+                    .map_err(|e| match e {
+                        HookError::Database(db) => AppendError::from(db),
+                        refused => AppendError::Hook(refused),
+                    })?;
+                tx.commit().await?;
+                Ok::<_, AppendError>(positions)
+            }
+            .await;
+            conn.release();
+            outcome?
         };
+        if let Some(notifier) = &self.notifier {
+            notifier.committed();
+        }
         Ok(positions.into_iter().max().unwrap_or_default())
     }
 

@@ -7,9 +7,11 @@
 //!
 //! # Layout
 //! - `claims`: the booking time-slot claim that joins a booking's append transaction.
+//! - `conn`: [`conn::Guarded`], a pooled connection closed instead of reused when a transaction is cancelled.
 //! - `db`: connecting (with password-free errors) and migrating.
 //! - `event_store`: [`EventStore`]: the command path, loading, snapshots, time travel, history.
 //! - `log`: the global log reader, which never skips an event of a slow transaction.
+//! - `notify`: [`notify::CommitNotifier`], a NOTIFY to the log's readers after commits, coalesced.
 //! - `metadata`: what is stored with every event (correlation, causation, actor).
 //! - `embedded`: the private PostgreSQL cluster under the data dir.
 //! - `testing`: a fresh database per test.
@@ -17,12 +19,14 @@
 #![forbid(unsafe_code)]
 
 pub mod claims;
+pub mod conn;
 pub mod db;
 pub mod embedded;
 pub mod error;
 pub mod event_store;
 pub mod log;
 pub mod metadata;
+pub mod notify;
 pub mod testing;
 
 pub use error::{CommandError, Error, HookError, Result};

@@ -462,3 +462,43 @@ async fn postgres_es_can_read_our_events() {
     assert_eq!(events.len(), 2);
     assert_eq!(events[1].sequence, 2);
 }
+
+/// A store with a commit notifier wakes LISTENers on `trailbook_events` after its commits (at most once per
+/// commit, bursts fold together); a store without one sends nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_notify_the_log_readers_after_the_fact() {
+    let db = TestDb::new().await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect(&db.url).await.unwrap();
+    listener.listen(store::notify::CHANNEL).await.unwrap();
+    let quiet = store_with(&db, 0, 5);
+    let loud =
+        store_with(&db, 0, 5).with_notifier(store::notify::CommitNotifier::spawn(db.pool.clone()));
+
+    add(&quiet, "c-quiet", &[1]).await;
+    let without =
+        tokio::time::timeout(std::time::Duration::from_millis(500), listener.recv()).await;
+    let commits: Vec<_> = (0..20)
+        .map(|i| {
+            let store = loud.clone();
+            tokio::spawn(async move { add(&store, &format!("c-{i}"), &[i]).await })
+        })
+        .collect();
+    for commit in commits {
+        commit.await.unwrap();
+    }
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), listener.recv()).await;
+    let mut more = 0;
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), listener.recv()).await
+    {
+        more += 1;
+    }
+
+    assert!(
+        without.is_err(),
+        "a store without a notifier sent {without:?}"
+    );
+    let first = first.expect("a notification arrives").unwrap();
+    assert_eq!(first.channel(), "trailbook_events");
+    assert!(1 + more <= 20, "{} notifications for 20 commits", 1 + more);
+}

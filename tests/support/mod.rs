@@ -35,9 +35,25 @@ impl Server {
     }
 
     pub async fn start_with(env: &[(&str, &str)]) -> Self {
+        Self::start_part("command-api", env).await
+    }
+
+    /// `trailbook serve`: REST with the projector in the same process.
+    pub async fn serve() -> Self {
+        Self::start_part("serve", &[]).await
+    }
+
+    /// Starts `trailbook <part>` (`command-api` or `serve`) on a fresh database.
+    pub async fn start_part(part: &str, env: &[(&str, &str)]) -> Self {
         let db = TestDb::new().await.unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailbook"));
-        cmd.args(["command-api", "--command-addr", "127.0.0.1:0"])
+        cmd.args([part, "--command-addr", "127.0.0.1:0"])
+            .args([
+                "--query-addr",
+                "127.0.0.1:0",
+                "--partner-addr",
+                "127.0.0.1:0",
+            ])
             .env("DATABASE_URL", &db.url)
             .env("TRAILBOOK_JWT_SECRET", JWT_SECRET)
             .env("TRAILBOOK_PARTNER_SECRET", PARTNER_SECRET)

@@ -4,7 +4,8 @@
 //! and one case is not rolled back: a future dropped while `BEGIN` is in flight leaves the connection
 //! inside an open transaction (the rollback guard of `PgTransactionManager::begin` checks a depth that is
 //! still 0). The next borrower's autocommit statements then run in that transaction and are lost. A runner
-//! is cancelled exactly like that when its task is aborted, so batches use a [`Guarded`] connection: unless
+//! is cancelled exactly like that when its task is aborted, and a request handler when its client hangs up,
+//! so transactions use a [`Guarded`] connection: unless
 //! [`Guarded::release`] is reached, the connection is closed instead of reused, and PostgreSQL rolls back
 //! whatever it was doing and releases its locks.
 
@@ -13,16 +14,14 @@ use std::ops::{Deref, DerefMut};
 use sqlx::pool::PoolConnection;
 use sqlx::{PgConnection, PgPool, Postgres};
 
-use crate::error::Result;
-
 /// A pooled connection that is closed, not returned to the pool, if dropped before [`Guarded::release`].
-pub(crate) struct Guarded {
+pub struct Guarded {
     conn: PoolConnection<Postgres>,
     armed: bool,
 }
 
 impl Guarded {
-    pub(crate) async fn acquire(pool: &PgPool) -> Result<Self> {
+    pub async fn acquire(pool: &PgPool) -> sqlx::Result<Self> {
         Ok(Self {
             conn: pool.acquire().await?,
             armed: true,
@@ -30,7 +29,7 @@ impl Guarded {
     }
 
     /// The work finished cleanly (committed or rolled back): the connection may go back to the pool.
-    pub(crate) fn release(mut self) {
+    pub fn release(mut self) {
         self.armed = false;
     }
 }

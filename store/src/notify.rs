@@ -1,0 +1,49 @@
+//! Waking the log's readers (projector runners, reactors) soon after events commit.
+//!
+//! Readers LISTEN on [`CHANNEL`] and poll as a fallback. A NOTIFY from inside the append transaction
+//! would serialize every append's commit behind PostgreSQL's database-wide notify lock (measured: 2.5x to
+//! 8x fewer appends per second at 4 to 16 clients), so writers never do that. Instead an [`EventStore`]
+//! given a [`CommitNotifier`] pokes it after each commit, and the notifier's task sends one NOTIFY per
+//! burst of commits, outside any append transaction: while one NOTIFY is on its way, every further
+//! commit folds into the next one.
+//!
+//! [`EventStore`]: crate::EventStore
+
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+
+/// The channel log readers LISTEN on. The payload is empty: a notification only means "look again".
+pub const CHANNEL: &str = "trailbook_events";
+
+/// Sends coalesced NOTIFYs on [`CHANNEL`] from a background task, which ends when the last clone of the
+/// notifier is dropped.
+#[derive(Debug, Clone)]
+pub struct CommitNotifier {
+    poke: mpsc::Sender<()>,
+}
+
+impl CommitNotifier {
+    /// Starts the notifying task on the current tokio runtime.
+    pub fn spawn(pool: PgPool) -> Self {
+        let (poke, mut poked) = mpsc::channel::<()>(1);
+        tokio::spawn(async move {
+            while poked.recv().await.is_some() {
+                if let Err(e) = sqlx::query("select pg_notify($1, '')")
+                    .bind(CHANNEL)
+                    .execute(&pool)
+                    .await
+                {
+                    // Best effort: readers poll anyway, so a lost wake-up only costs a poll interval.
+                    tracing::debug!(error = %e, "could not notify log readers");
+                }
+            }
+        });
+        Self { poke }
+    }
+
+    /// Events committed: the readers will be told (once per burst).
+    pub fn committed(&self) {
+        // A full channel already holds a pending wake-up, which covers this commit too.
+        let _ = self.poke.try_send(());
+    }
+}
