@@ -500,5 +500,6 @@ async fn commits_notify_the_log_readers_after_the_fact() {
     );
     let first = first.expect("a notification arrives").unwrap();
     assert_eq!(first.channel(), "trailbook_events");
-    assert!(1 + more <= 20, "{} notifications for 20 commits", 1 + more);
+    let total = 1 + more;
+    assert!(total <= 20, "{total} notifications for 20 commits");
 }
