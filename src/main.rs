@@ -104,6 +104,23 @@ struct ServeArgs {
     partner_addr: SocketAddr,
     #[command(flatten)]
     api: ApiArgs,
+    #[command(flatten)]
+    query: QueryArgs,
+}
+
+/// Settings of the GraphQL query API.
+#[derive(Debug, Args)]
+struct QueryArgs {
+    /// Longest wait, in milliseconds, for a query's `minPosition` before it answers NOT_YET_CONSISTENT.
+    #[arg(long, env = "TRAILBOOK_MIN_POSITION_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
+    min_position_timeout_ms: u64,
+    /// Largest page (`first`) of a GraphQL list.
+    #[arg(long, env = "TRAILBOOK_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
+    max_page_size: i64,
+    /// When the status board calls an item stuck: comma-separated `<type>:<status>[:report_<s>|:email_<s>]=<age>`
+    /// rules, e.g. `booking:partner_pending=5m,visit:completed:report_pending=10m` (unset: those defaults).
+    #[arg(long, env = "TRAILBOOK_STUCK_RULES")]
+    stuck_rules: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -291,7 +308,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             db.close().await;
             result
         }
-        Command::QueryApi(_) => not_yet("query-api", "the query API"),
+        Command::QueryApi(args) => serve(&cli.db, &args, Parts::QUERY_API).await,
         Command::Workers => not_yet("workers", "the workers"),
         Command::PartnerSim(_) => not_yet("partner-sim", "the workers"),
         Command::Jobs(_) => not_yet("jobs", "the workers"),
@@ -354,12 +371,27 @@ async fn open(args: &DbArgs) -> Result<Database, Failure> {
 /// Which parts of trailbook a process runs.
 #[derive(Debug, Clone, Copy)]
 struct Parts {
+    command_api: bool,
+    query_api: bool,
     projector: bool,
 }
 
 impl Parts {
-    const ALL: Parts = Parts { projector: true };
-    const COMMAND_API: Parts = Parts { projector: false };
+    const ALL: Parts = Parts {
+        command_api: true,
+        query_api: true,
+        projector: true,
+    };
+    const COMMAND_API: Parts = Parts {
+        command_api: true,
+        query_api: false,
+        projector: false,
+    };
+    const QUERY_API: Parts = Parts {
+        command_api: false,
+        query_api: true,
+        projector: false,
+    };
 }
 
 /// Opens and migrates the database, runs `work` with it, and closes it (stopping a private cluster).
@@ -445,38 +477,99 @@ async fn serve_until_signal(
     let jwt_secret =
         command_api::secrets::load_or_create(JWT_SECRET_ENV, &db_args.data_dir, "jwt-secret")
             .map_err(secret_failure)?;
-    let partner_secret = command_api::secrets::load_or_create(
-        PARTNER_SECRET_ENV,
-        &db_args.data_dir,
-        "partner-secret",
-    )
-    .map_err(secret_failure)?;
+    let tokens = command_api::Tokens::new(&jwt_secret);
     let store = EventStore::new(db.pool.clone(), store_config(db_args))
         .with_notifier(store::notify::CommitNotifier::spawn(db.pool.clone()));
-    let state = command_api::AppState::new(
-        store,
-        command_api::Tokens::new(&jwt_secret),
-        &partner_secret,
-        command_api::Config {
-            idempotency_ttl: chrono::Duration::hours(i64::from(args.api.idempotency_ttl_hours)),
-            rate_limit: args.api.rate_limit,
-        },
-    );
-    let listener = tokio::net::TcpListener::bind(args.command_addr)
-        .await
-        .map_err(|e| {
-            Failure::usage(format!(
-                "cannot listen on {} (--command-addr): {e}",
-                args.command_addr
-            ))
-        })?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Failure::usage(format!("cannot read the listening address: {e}")))?;
-    tracing::info!(url = %format!("http://{local}"), "REST command API listening");
-    println!("trailbook REST:    http://{local}");
-
     let stop = Stop::new();
+    let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<Result<(), String>>)> = Vec::new();
+
+    // Bind every listener before starting anything, so a taken port fails the start cleanly.
+    let command = if parts.command_api {
+        let partner_secret = command_api::secrets::load_or_create(
+            PARTNER_SECRET_ENV,
+            &db_args.data_dir,
+            "partner-secret",
+        )
+        .map_err(secret_failure)?;
+        let state = command_api::AppState::new(
+            store.clone(),
+            tokens.clone(),
+            &partner_secret,
+            command_api::Config {
+                idempotency_ttl: chrono::Duration::hours(i64::from(args.api.idempotency_ttl_hours)),
+                rate_limit: args.api.rate_limit,
+            },
+        );
+        Some((bind(args.command_addr, "--command-addr").await?, state))
+    } else {
+        None
+    };
+    let query = if parts.query_api {
+        let stuck_rules = match args.query.stuck_rules.as_deref() {
+            Some(list) => projector::StuckRule::parse_list(list)
+                .map_err(|e| Failure::usage(format!("TRAILBOOK_STUCK_RULES: {e}")))?,
+            None => projector::StuckRule::defaults(),
+        };
+        let config = query_api::Config {
+            min_position_timeout: std::time::Duration::from_millis(
+                args.query.min_position_timeout_ms,
+            ),
+            max_page_size: args.query.max_page_size,
+            stuck_rules,
+            ..query_api::Config::default()
+        };
+        Some((bind(args.query_addr, "--query-addr").await?, config))
+    } else {
+        None
+    };
+
+    if let Some((listener, state)) = command {
+        let local = local_addr(&listener)?;
+        tracing::info!(url = %format!("http://{local}"), "REST command API listening");
+        println!("trailbook REST:    http://{local}");
+        let purger = tokio::spawn(purge_idempotency_keys(db.pool.clone()));
+        let stopped = stop.stopped();
+        tasks.push((
+            "REST server",
+            tokio::spawn(async move {
+                let served = axum::serve(listener, command_api::app(state))
+                    .with_graceful_shutdown(stopped)
+                    .await;
+                purger.abort();
+                served.map_err(|e| e.to_string())
+            }),
+        ));
+    }
+    if let Some((listener, config)) = query {
+        let local = local_addr(&listener)?;
+        tracing::info!(url = %format!("http://{local}/graphql"), "GraphQL query API listening");
+        println!("trailbook GraphQL: http://{local}/graphql");
+        let app = query_api::app(query_api::schema(store.clone(), config), tokens.clone());
+        let stopped = stop.stopped();
+        tasks.push((
+            "GraphQL server",
+            tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                    .map_err(|e| e.to_string())
+            }),
+        ));
+    }
+    if parts.projector {
+        let pool = db.pool.clone();
+        let stopped = stop.stopped();
+        tasks.push((
+            "projector",
+            tokio::spawn(async move {
+                projector::run(pool, projector::Config::default(), stopped)
+                    .await
+                    .map_err(|e| error_chain(&e))
+            }),
+        ));
+    }
+
+    // The first of a signal or a part ending stops every part.
     let on_signal = {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -484,44 +577,43 @@ async fn serve_until_signal(
             stop.stop();
         })
     };
-    let projector = parts.projector.then(|| {
-        let stop = stop.clone();
-        let pool = db.pool.clone();
-        tokio::spawn(async move {
-            let outcome = projector::run(pool, projector::Config::default(), stop.stopped()).await;
-            if let Err(e) = &outcome {
-                tracing::error!(error = %e, "the projector failed; stopping");
-                stop.stop();
-            }
-            outcome
-        })
-    });
-    let purger = tokio::spawn(purge_idempotency_keys(db.pool.clone()));
-    let app = command_api::app(state);
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop.stopped())
-        .await;
-    stop.stop();
-    purger.abort();
+    let mut failures = Vec::new();
+    let mut pending: futures_util::stream::FuturesUnordered<_> = tasks
+        .into_iter()
+        .map(|(name, task)| async move { (name, task.await) })
+        .collect();
+    while let Some((name, outcome)) = futures_util::StreamExt::next(&mut pending).await {
+        let failure = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(format!("the {name} failed: {e}")),
+            Err(e) => Some(format!("the {name} task failed: {e}")),
+        };
+        if let Some(failure) = failure {
+            tracing::error!(error = %failure, "stopping");
+            failures.push(failure);
+        }
+        stop.stop();
+    }
     on_signal.abort();
-    let projected = match projector {
-        Some(task) => match task.await {
-            Ok(outcome) => outcome.map_err(|e| Failure {
-                code: 1,
-                message: error_chain(&e),
-            }),
-            Err(e) => Err(Failure {
-                code: 1,
-                message: format!("the projector task failed: {e}"),
-            }),
-        },
-        None => Ok(()),
-    };
-    served.map_err(|e| Failure {
-        code: 1,
-        message: format!("the REST server failed: {e}"),
-    })?;
-    projected
+    match failures.is_empty() {
+        true => Ok(()),
+        false => Err(Failure {
+            code: 1,
+            message: failures.join("; "),
+        }),
+    }
+}
+
+async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, Failure> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Failure::usage(format!("cannot listen on {addr} ({flag}): {e}")))
+}
+
+fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Failure> {
+    listener
+        .local_addr()
+        .map_err(|e| Failure::usage(format!("cannot read the listening address: {e}")))
 }
 
 /// Deletes expired idempotency keys every ten minutes.

@@ -135,3 +135,19 @@ pub async fn head_position<'e, E: PgExecutor<'e>>(executor: E) -> Result<i64> {
         .await?;
     Ok(head.unwrap_or(0))
 }
+
+/// The checkpoint of the last event a reader could have read now: a reader that starts from it sees every
+/// event committed later and none from before (for live feeds that do not replay history).
+pub async fn tail<'e, E: PgExecutor<'e>>(executor: E) -> Result<Checkpoint> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "select tx_id::text::bigint, global_position from events
+         where tx_id < pg_snapshot_xmin(pg_current_snapshot())
+         order by events.tx_id desc, events.global_position desc
+         limit 1",
+    )
+    .fetch_optional(executor)
+    .await?;
+    Ok(row
+        .map(|(tx_id, position)| Checkpoint { tx_id, position })
+        .unwrap_or_default())
+}

@@ -16,6 +16,8 @@ pub const PARTNER_SECRET: &str = "e2e-partner-secret";
 /// A running `trailbook command-api` on its own database; killed on drop.
 pub struct Server {
     pub base: String,
+    /// `http://…/graphql` when the process runs the query API.
+    pub graphql: Option<String>,
     pub db: TestDb,
     pub http: reqwest::Client,
     tokens: Tokens,
@@ -69,16 +71,27 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(url) = line.strip_prefix("trailbook REST:") {
-                    let _ = tx.send(url.trim().to_string());
+                for prefix in ["trailbook REST:", "trailbook GraphQL:"] {
+                    if let Some(url) = line.strip_prefix(prefix) {
+                        let _ = tx.send((prefix, url.trim().to_string()));
+                    }
                 }
             }
         });
-        let base = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the server prints its URL");
+        let expected = if part == "serve" { 2 } else { 1 };
+        let (mut base, mut graphql) = (String::new(), None);
+        for _ in 0..expected {
+            let (prefix, url) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("the server prints its URLs");
+            match prefix {
+                "trailbook REST:" => base = url,
+                _ => graphql = Some(url),
+            }
+        }
         Self {
             base,
+            graphql,
             db,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
@@ -101,6 +114,24 @@ impl Server {
 
     pub fn operator(&self) -> String {
         self.token(Role::Operator, "op-1")
+    }
+
+    /// POSTs a GraphQL query (with `variables`) as `token`; returns the whole answer.
+    pub async fn graphql(&self, token: Option<&str>, query: &str, variables: Value) -> Value {
+        let url = self
+            .graphql
+            .as_deref()
+            .expect("this server runs the query API");
+        let mut req = self
+            .http
+            .post(url)
+            .json(&json!({"query": query, "variables": variables}));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        let response = req.send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        response.json().await.unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
