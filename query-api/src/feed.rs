@@ -1,8 +1,9 @@
 //! Live updates: one task per process follows the global log and broadcasts what changed; GraphQL
 //! subscriptions (`bookingChanged`, `visitChanged`, `statusBoardChanged`) filter it.
 //!
-//! The task reads the log only while someone subscribes, starting from its tail (live feeds do not replay
-//! history), with the same never-skip reader as the projector (`store::log::read_after`). It wakes on the
+//! The task reads the log only while someone subscribes (otherwise it just keeps its cursor at the tail:
+//! live feeds do not replay history), with the same never-skip reader as the projector
+//! (`store::log::read_after`). It wakes on the
 //! `trailbook_events` NOTIFY that writers send after their commits, and polls as a fallback.
 
 use std::time::Duration;
@@ -70,12 +71,17 @@ async fn follow(pool: PgPool, sender: broadcast::WeakSender<Change>, poll: Durat
         let Some(sender) = sender.upgrade() else {
             return;
         };
-        if sender.receiver_count() == 0 {
-            cursor = None;
-        } else {
-            if cursor.is_none() {
-                cursor = log::tail(&pool).await.ok();
+        if sender.receiver_count() == 0 || cursor.is_none() {
+            // Nobody listens: keep the cursor at the tail without reading events. The tail is taken
+            // before the count is checked, so a subscriber that arrives later folds its first state after
+            // that tail, and every event after the tail still reaches it.
+            if let Ok(tail) = log::tail(&pool).await {
+                if sender.receiver_count() == 0 || cursor.is_none() {
+                    cursor = Some(tail);
+                }
             }
+        }
+        if sender.receiver_count() > 0 {
             if let Some(after) = cursor {
                 match log::read_after(&pool, after, 500).await {
                     Ok(events) => {
@@ -101,7 +107,10 @@ async fn follow(pool: PgPool, sender: broadcast::WeakSender<Change>, poll: Durat
         drop(sender);
         match listener.as_mut() {
             Some(l) => {
-                let _ = tokio::time::timeout(poll, l.recv()).await;
+                if let Ok(Err(_)) = tokio::time::timeout(poll, l.recv()).await {
+                    // The connection broke (it reconnects on the next call): do not spin meanwhile.
+                    tokio::time::sleep(poll).await;
+                }
             }
             None => tokio::time::sleep(poll).await,
         }
