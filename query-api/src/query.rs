@@ -465,61 +465,43 @@ impl<A> Connection<A> {
 pub type BookingConnection = Connection<domain::Booking>;
 pub type VisitConnection = Connection<domain::Visit>;
 
-pub struct BookingEdge<'a>(&'a (Cursor, Booking));
-pub struct VisitEdge<'a>(&'a (Cursor, Visit));
+/// One item of a page and its cursor.
+pub struct Edge<'a, A>(&'a (Cursor, crate::types::Stamped<A>));
 
-#[Object(name = "BookingConnection")]
-impl Connection<domain::Booking> {
-    /// How many bookings match the filter, over all pages.
-    async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
-        let state = ctx.data::<QueryState>()?;
-        Ok(self.query.count(state.store.pool()).await?)
-    }
-    async fn edges(&self) -> Vec<BookingEdge<'_>> {
-        self.items.iter().map(BookingEdge).collect()
-    }
-    async fn nodes(&self) -> Vec<&Booking> {
-        self.items.iter().map(|(_, b)| b).collect()
-    }
-    async fn page_info(&self) -> PageInfo {
-        self.info()
-    }
+/// The GraphQL objects of a connection and its edges over one aggregate type (`Connection<Booking>` is
+/// `BookingConnection` with `BookingEdge`s, and so on).
+macro_rules! connection_objects {
+    ($aggregate:ty, $connection:literal, $edge:literal) => {
+        #[Object(name = $connection)]
+        impl Connection<$aggregate> {
+            /// How many items match the filter, over all pages.
+            async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
+                let state = ctx.data::<QueryState>()?;
+                Ok(self.query.count(state.store.pool()).await?)
+            }
+            async fn edges(&self) -> Vec<Edge<'_, $aggregate>> {
+                self.items.iter().map(Edge).collect()
+            }
+            /// The items without their cursors.
+            async fn nodes(&self) -> Vec<&crate::types::Stamped<$aggregate>> {
+                self.items.iter().map(|(_, item)| item).collect()
+            }
+            async fn page_info(&self) -> PageInfo {
+                self.info()
+            }
+        }
+
+        #[Object(name = $edge)]
+        impl Edge<'_, $aggregate> {
+            async fn cursor(&self) -> String {
+                self.0 .0.encode()
+            }
+            async fn node(&self) -> &crate::types::Stamped<$aggregate> {
+                &self.0 .1
+            }
+        }
+    };
 }
 
-#[Object(name = "BookingEdge")]
-impl BookingEdge<'_> {
-    async fn cursor(&self) -> String {
-        self.0 .0.encode()
-    }
-    async fn node(&self) -> &Booking {
-        &self.0 .1
-    }
-}
-
-#[Object(name = "VisitConnection")]
-impl Connection<domain::Visit> {
-    /// How many visits match the filter, over all pages.
-    async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
-        let state = ctx.data::<QueryState>()?;
-        Ok(self.query.count(state.store.pool()).await?)
-    }
-    async fn edges(&self) -> Vec<VisitEdge<'_>> {
-        self.items.iter().map(VisitEdge).collect()
-    }
-    async fn nodes(&self) -> Vec<&Visit> {
-        self.items.iter().map(|(_, v)| v).collect()
-    }
-    async fn page_info(&self) -> PageInfo {
-        self.info()
-    }
-}
-
-#[Object(name = "VisitEdge")]
-impl VisitEdge<'_> {
-    async fn cursor(&self) -> String {
-        self.0 .0.encode()
-    }
-    async fn node(&self) -> &Visit {
-        &self.0 .1
-    }
-}
+connection_objects!(domain::Booking, "BookingConnection", "BookingEdge");
+connection_objects!(domain::Visit, "VisitConnection", "VisitEdge");
