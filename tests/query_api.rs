@@ -197,7 +197,8 @@ async fn bookings_page_by_cursor_and_filter() {
             .await;
         last = r.body["position"].as_i64().unwrap();
     }
-    s.create_booking("dave", "d-1", &booking_body("room-d", 1))
+    let dave = s
+        .create_booking("dave", "d-1", &booking_body("room-d", 1))
         .await;
     let page_query =
         "query($after: String, $p: Int) { bookings(first: 3, after: $after, minPosition: $p) {
@@ -232,8 +233,8 @@ async fn bookings_page_by_cursor_and_filter() {
     let everyone = s
         .graphql(
             Some(&s.operator()),
-            "{ bookings { totalCount } }",
-            json!({}),
+            "query($p: Int) { bookings(minPosition: $p) { totalCount } }",
+            json!({"p": dave.body["position"]}),
         )
         .await;
     let strong = s
