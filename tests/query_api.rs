@@ -266,7 +266,7 @@ async fn bookings_page_by_cursor_and_filter() {
 /// a code; others' bookings are invisible; support reads history with who did what.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_and_limits_are_enforced() {
-    let s = Server::serve().await;
+    let s = Server::start_part("serve", &[("TRAILBOOK_MIN_POSITION_TIMEOUT_MS", "300")]).await;
     let created = s
         .create_booking("erin", "a-1", &booking_body("room-a", 1))
         .await;
