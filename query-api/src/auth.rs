@@ -20,7 +20,10 @@ impl Viewer {
     pub fn from_header(tokens: &command_api::Tokens, header: Option<&str>) -> Self {
         let Some(value) = header else {
             return Self::Anonymous(
-                "a bearer token is required (Authorization: Bearer <token>)".into(),
+                "a bearer token is required: send the header Authorization: Bearer <token> (in GraphiQL, \
+                 in the Headers pane as {\"Authorization\": \"Bearer …\"}); `trailbook token --role \
+                 support --subject <you>` prints one for development"
+                    .into(),
             );
         };
         let token = value
