@@ -18,6 +18,8 @@ use store::{EventStore, StoreConfig};
 
 const JWT_SECRET_ENV: &str = "TRAILBOOK_JWT_SECRET";
 const PARTNER_SECRET_ENV: &str = "TRAILBOOK_PARTNER_SECRET";
+/// How long the parts of a process get to finish after SIGTERM before they are aborted.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An event-sourced CQRS engine for booking and care-workflow systems, on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -577,6 +579,20 @@ async fn serve_until_signal(
             stop.stop();
         })
     };
+    // Open WebSockets (GraphQL subscriptions) and slow clients would hold a graceful shutdown forever:
+    // parts still running 10 s after the stop are aborted.
+    let aborts: Vec<_> = tasks.iter().map(|(_, task)| task.abort_handle()).collect();
+    let watchdog = {
+        let stopped = stop.stopped();
+        tokio::spawn(async move {
+            stopped.await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tracing::warn!("parts still running after the shutdown grace period; aborting them");
+            for abort in aborts {
+                abort.abort();
+            }
+        })
+    };
     let mut failures = Vec::new();
     let mut pending: futures_util::stream::FuturesUnordered<_> = tasks
         .into_iter()
@@ -586,6 +602,10 @@ async fn serve_until_signal(
         let failure = match outcome {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(format!("the {name} failed: {e}")),
+            Err(e) if e.is_cancelled() => {
+                tracing::warn!(part = name, "aborted after the shutdown grace period");
+                None
+            }
             Err(e) => Some(format!("the {name} task failed: {e}")),
         };
         if let Some(failure) = failure {
@@ -595,6 +615,7 @@ async fn serve_until_signal(
         stop.stop();
     }
     on_signal.abort();
+    watchdog.abort();
     match failures.is_empty() {
         true => Ok(()),
         false => Err(Failure {

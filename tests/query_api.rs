@@ -511,3 +511,39 @@ async fn the_status_board_lists_stuck_items_by_configured_rule() {
     assert_eq!(items[0]["status"], "requested");
     assert!(items[0]["ageSeconds"].as_f64().unwrap() >= 1.0, "{board}");
 }
+
+/// An open subscription does not keep `serve` from stopping: SIGTERM ends it within the grace period,
+/// with exit code 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_serve_despite_an_open_subscription() {
+    let mut s = Server::serve().await;
+    let created = s
+        .create_booking("ivy", "sig-1", &booking_body("room-sig", 1))
+        .await;
+    let id = created.body["booking_id"].as_str().unwrap().to_string();
+    let url = s.graphql.as_deref().unwrap().replace("http://", "ws://");
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    ws.send(send(json!({"type": "connection_init",
+        "payload": {"Authorization": format!("Bearer {}", s.client("ivy"))}})))
+        .await
+        .unwrap();
+    let _ack = ws.next().await;
+    ws.send(send(json!({"id": "1", "type": "subscribe", "payload": {
+        "query": "subscription($id: ID!) { bookingChanged(id: $id) { status } }",
+        "variables": {"id": id}}})))
+        .await
+        .unwrap();
+    let first = next(&mut ws).await;
+
+    let status = tokio::task::block_in_place(|| s.terminate(Duration::from_secs(30)));
+
+    assert_eq!(first["type"], "next", "{first}");
+    let status = status.expect("serve exits within 30 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+}

@@ -102,6 +102,21 @@ impl Server {
         }
     }
 
+    /// Sends SIGTERM and waits up to `limit` for the process to exit; `None` if it did not.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let started = std::time::Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     pub fn token(&self, role: Role, subject: &str) -> String {
         self.tokens
             .issue(role, subject, chrono::Duration::hours(1))
