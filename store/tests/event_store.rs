@@ -503,3 +503,92 @@ async fn commits_notify_the_log_readers_after_the_fact() {
     let total = 1 + more;
     assert!(total <= 20, "{total} notifications for 20 commits");
 }
+
+/// Commands with a commit hook cancelled at random moments (a client hanging up drops the handler's
+/// future) never leave their connection inside a transaction: the next command on that connection, an
+/// autocommit append, is visible to others at once; claims and events commit together or not at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_commands_leave_no_connection_inside_a_transaction() {
+    use rand::Rng;
+    let db = TestDb::new().await.unwrap();
+    sqlx::query("create table test_claims (slot text primary key, owner text not null)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    // One connection, so the command after a cancelled one runs on the very same connection.
+    let pool = store::db::connect(
+        &db.url,
+        &store::db::PoolConfig {
+            max_connections: 1,
+            ..store::db::PoolConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let store = EventStore::new(
+        pool.clone(),
+        StoreConfig {
+            snapshot_every: 0,
+            max_conflict_retries: 5,
+        },
+    );
+    let mut invisible = Vec::new();
+
+    for i in 0..300 {
+        let slot: &'static str = Box::leak(format!("slot-{i}").into_boxed_str());
+        let wait = std::time::Duration::from_micros(rand::rng().random_range(0..1500));
+        let hook = SlotClaim { slot };
+        let cancelled = store.clone();
+        let _ = tokio::time::timeout(wait, async move {
+            cancelled
+                .execute_with_hook::<Counter, _>(
+                    &format!("c-{i}"),
+                    CounterCommand::Add(vec![1]),
+                    &Gate::default(),
+                    &CommandContext::system("claim"),
+                    ExecuteOptions::default(),
+                    &hook,
+                )
+                .await
+        })
+        .await;
+        let plain = format!("plain-{i}");
+        add(&store, &plain, &[1]).await;
+        let seen: i64 = sqlx::query_scalar("select count(*) from events where aggregate_id = $1")
+            .bind(&plain)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if seen != 1 {
+            invisible.push(plain);
+        }
+    }
+    let orphans: i64 = sqlx::query_scalar(
+        "select count(*) from test_claims c
+         where not exists (select 1 from events e where e.aggregate_id = c.owner)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let unclaimed: i64 = sqlx::query_scalar(
+        "select count(distinct e.aggregate_id) from events e
+         where e.aggregate_id like 'c-%'
+           and not exists (select 1 from test_claims c where c.owner = e.aggregate_id)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let committed: i64 = sqlx::query_scalar("select count(*) from test_claims")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+
+    assert!(
+        invisible.is_empty(),
+        "{} autocommit appends ran inside a transaction left open by a cancelled command",
+        invisible.len()
+    );
+    assert_eq!((orphans, unclaimed), (0, 0));
+    assert!(committed > 0, "some commands must have committed");
+    assert!(committed < 300, "some commands must have been cancelled");
+}
