@@ -442,7 +442,7 @@ async fn next(ws: &mut Socket) -> Value {
     }
 }
 
-/// `GET /graphql` is the GraphiQL page.
+/// `GET /graphql` is the GraphiQL page; health, readiness and metrics are served beside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graphiql_is_served() {
     let s = Server::serve().await;

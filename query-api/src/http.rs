@@ -1,5 +1,5 @@
 //! The HTTP side: `POST /graphql` (queries), `GET /graphql` (GraphiQL, or a WebSocket upgrade for
-//! subscriptions), health, and the bearer token of each request.
+//! subscriptions), `/healthz`, `/readyz`, `/metrics`, and the bearer token of each request.
 
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ServerError};
@@ -23,12 +23,13 @@ struct HttpState {
     tokens: command_api::Tokens,
 }
 
-/// The query API's router: `/graphql`, `/healthz`, `/readyz`.
+/// The query API's router: `/graphql`, `/healthz`, `/readyz`, `/metrics`.
 pub fn app(schema: QuerySchema, tokens: command_api::Tokens) -> Router {
     Router::new()
         .route("/graphql", get(graphiql_or_websocket).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(HttpState { schema, tokens })
@@ -143,6 +144,14 @@ async fn graphiql_or_websocket(State(state): State<HttpState>, request: Request)
                 })
                 .serve()
         })
+}
+
+/// Prometheus metrics of this process (the same registry as the command API's `/metrics`).
+async fn metrics() -> Response {
+    let body = command_api::metrics_handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 
 async fn readyz(State(state): State<HttpState>) -> Response {
