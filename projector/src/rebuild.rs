@@ -187,6 +187,10 @@ async fn run_rebuild(
     loop {
         let mut conn = Guarded::acquire(pool).await?;
         let mut tx = conn.begin().await?;
+        // The copies are thrown away if anything goes wrong: no batch needs to wait for the flush.
+        sqlx::query("set local synchronous_commit = off")
+            .execute(&mut *tx)
+            .await?;
         let events = read_after(&mut *tx, cursor, config.batch_size).await?;
         let head = head_position(&mut *tx).await?;
         if let Some(last) = events.last() {

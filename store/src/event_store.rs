@@ -425,7 +425,7 @@ impl EventStore {
     /// Like [`EventStore::execute_with_hook`], refusing with [`CommandError::NotVisible`] when `may_access`
     /// says the caller may not see the loaded aggregate (checked on every attempt, before `handle`).
     #[allow(clippy::too_many_arguments)]
-    #[tracing::instrument(skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %id))]
     pub async fn execute_guarded<A, H, G>(
         &self,
         id: &str,

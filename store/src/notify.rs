@@ -28,10 +28,14 @@ impl CommitNotifier {
         let (poke, mut poked) = mpsc::channel::<()>(1);
         tokio::spawn(async move {
             while poked.recv().await.is_some() {
-                if let Err(e) = sqlx::query("select pg_notify($1, '')")
-                    .bind(CHANNEL)
-                    .execute(&pool)
-                    .await
+                // pg_notify takes a transaction id, so its commit would wait for a WAL flush: a
+                // wake-up is not worth one (a lost one costs a poll interval).
+                if let Err(e) = sqlx::query(
+                    "select set_config('synchronous_commit', 'off', true), pg_notify($1, '')",
+                )
+                .bind(CHANNEL)
+                .execute(&pool)
+                .await
                 {
                     // Best effort: readers poll anyway, so a lost wake-up only costs a poll interval.
                     tracing::debug!(error = %e, "could not notify log readers");
