@@ -1,0 +1,907 @@
+//! `trailbook-bench`: the benchmark harness of issue 8.
+//!
+//! Measures trailbook's command path against the raw PostgreSQL limit of the same statements and
+//! against stock cqrs-es, in one run, so that the machine's noise cancels in the ratios. It starts its
+//! own database (a fresh one per run, on `DATABASE_URL` or on a private cluster) and the real
+//! `trailbook serve` binary, drives load over loopback, prints a table, writes `BENCHMARKS.md` and,
+//! with `--json`, the figures as JSON.
+//!
+//! ```sh
+//! cargo build --release -p trailbook
+//! cargo run --release -p trailbook-bench -- --quick --json results.json
+//! ```
+//!
+//! # Layout
+//! - `load`: closed- and open-loop drivers and latency percentiles.
+//! - `commands`: the create-booking workloads (HTTP, in-process, raw SQL, ceiling, stock cqrs-es).
+//! - `streams`: the long visit stream: loads with and without snapshots, time travel, appends.
+//! - `projection`: projector catch-up, rebuild, and live lag.
+//! - `server`: starting, measuring and stopping `trailbook serve`.
+//! - `db`: the PostgreSQL server, fresh databases, settings.
+//! - `report`: rows, ratios, the table, JSON and BENCHMARKS.md.
+//! - `error`: [`error::Error`].
+#![forbid(unsafe_code)]
+
+mod commands;
+mod cpu;
+mod db;
+mod error;
+mod load;
+mod projection;
+mod report;
+mod server;
+mod streams;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use domain::values::Role;
+use rand::distr::{Alphanumeric, SampleString};
+use store::{EventStore, StoreConfig};
+
+use crate::commands::Seq;
+use crate::error::{Context, Error, Result};
+use crate::load::{closed_loop, open_loop, Measured};
+use crate::report::{Row, RunInfo, Target};
+
+/// Benchmarks trailbook against raw PostgreSQL and stock cqrs-es, in one run.
+#[derive(Debug, Parser)]
+#[command(name = "trailbook-bench")]
+struct Args {
+    /// Short windows and a small projector log: finishes in under a minute (noisy: for development).
+    #[arg(long)]
+    quick: bool,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Where to write the Markdown report.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    markdown: PathBuf,
+    /// The `trailbook` binary to start (default: `trailbook` next to this executable, i.e. the one
+    /// `cargo build --release -p trailbook` built into the same target directory).
+    #[arg(long, env = "TRAILBOOK_BIN")]
+    trailbook_bin: Option<PathBuf>,
+    /// PostgreSQL server to create the run's fresh databases on (the role needs CREATEDB). Without it,
+    /// a private cluster is started under --data-dir with the system's PostgreSQL binaries.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Directory for the private cluster, serve's data dir and logs (default: `trailbook-bench` in the
+    /// target directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Events of the projector log (default: 1,000,000; 20,000 with --quick). Rounded to tens.
+    #[arg(long)]
+    projector_events: Option<u64>,
+    /// Fixed command rate of the live-lag run (commands per second).
+    #[arg(long, default_value_t = 1000.0)]
+    lag_rate: f64,
+}
+
+/// The long stream: 10k events plus the most that can follow the last snapshot (49 at the default
+/// interval of 50), so the head load is the worst case, not a load that starts exactly at a snapshot.
+const STREAM_LENGTH: u64 = 10_049;
+
+/// How long and how big each workload is.
+#[derive(Debug, Clone)]
+struct Plan {
+    clients: [usize; 3],
+    warmup: Duration,
+    window: Duration,
+    lag_window: Duration,
+    stream_length: u64,
+    stream_window: Duration,
+    append_window: Duration,
+    projector_events: u64,
+}
+
+impl Plan {
+    fn new(args: &Args) -> Self {
+        let mut plan = if args.quick {
+            Self {
+                clients: [1, 4, 16],
+                warmup: Duration::from_millis(250),
+                window: Duration::from_millis(1000),
+                lag_window: Duration::from_secs(3),
+                stream_length: STREAM_LENGTH,
+                stream_window: Duration::from_millis(800),
+                append_window: Duration::from_millis(800),
+                projector_events: 20_000,
+            }
+        } else {
+            Self {
+                clients: [1, 4, 16],
+                warmup: Duration::from_secs(2),
+                window: Duration::from_secs(10),
+                lag_window: Duration::from_secs(20),
+                stream_length: STREAM_LENGTH,
+                stream_window: Duration::from_secs(5),
+                append_window: Duration::from_secs(5),
+                projector_events: 1_000_000,
+            }
+        };
+        if let Some(n) = args.projector_events {
+            plan.projector_events = n.max(10);
+        }
+        plan
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("trailbook-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ Error::Usage(_)) => {
+            eprintln!("trailbook-bench: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("trailbook-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The target directory this executable lives in (`<target>/release/trailbook-bench`).
+fn target_dir() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.to_path_buf())
+}
+
+fn trailbook_bin(args: &Args) -> Result<PathBuf> {
+    if let Some(bin) = &args.trailbook_bin {
+        return Ok(bin.clone());
+    }
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let dir = exe
+        .parent()
+        .context("locating this executable's directory")?;
+    Ok(dir.join("trailbook"))
+}
+
+fn progress(text: &str) {
+    eprintln!("[bench] {text}");
+}
+
+async fn run(args: Args) -> Result<()> {
+    let plan = Plan::new(&args);
+    let bin = trailbook_bin(&args)?;
+    if !bin.exists() {
+        return Err(Error::Usage(format!(
+            "{} does not exist: build it with `cargo build --release -p trailbook` (same target dir), \
+             or set --trailbook-bin / TRAILBOOK_BIN",
+            bin.display()
+        )));
+    }
+    let data_dir = match &args.data_dir {
+        Some(dir) => dir.clone(),
+        None => target_dir()
+            .context("locating the target directory")?
+            .join("trailbook-bench"),
+    };
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let started_at = chrono::Utc::now();
+    let clock = Instant::now();
+    let load_before = std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default();
+    let nonce = started_at.format("%Y%m%d%H%M%S").to_string();
+    let url = args.database_url.as_deref().filter(|u| !u.is_empty());
+
+    progress("starting PostgreSQL");
+    let server = db::Server::start(url, &data_dir).await?;
+    let server_description = server.description.clone();
+    let outcome = async {
+        let settings = server.settings().await?;
+        let name = format!("trailbook_bench_{nonce}");
+        let projector_name = format!("{name}_projector");
+        let url = server.create_database(&name).await?;
+        let outcome = async {
+            let projector_url = server.create_database(&projector_name).await?;
+            workloads(
+                &plan,
+                &bin,
+                &data_dir,
+                &nonce,
+                &url,
+                &projector_url,
+                args.lag_rate,
+            )
+            .await
+        }
+        .await;
+        for db in [&name, &projector_name] {
+            if let Err(e) = server.drop_database(db).await {
+                tracing::warn!(error = %e, "could not drop a benchmark database");
+            }
+        }
+        outcome.map(|rows| (rows, settings))
+    }
+    .await;
+    server_stop(server).await;
+    let (mut rows, settings) = outcome?;
+    report::add_ratios(&mut rows);
+
+    let info = RunInfo {
+        revision: revision(),
+        quick: args.quick,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        date: started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        duration_s: clock.elapsed().as_secs_f64(),
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        memory: meminfo(),
+        cpu: cpu_model(),
+        load_before,
+        server: server_description,
+        settings,
+        window_s: plan.window.as_secs_f64(),
+        warmup_s: plan.warmup.as_secs_f64(),
+        lag_rate: args.lag_rate,
+        projector_events: plan.projector_events / 10 * 10,
+        stream_length: plan.stream_length,
+        snapshot_every: StoreConfig::default().snapshot_every,
+    };
+    let targets = targets(&rows, &info);
+    println!("{}", report::table(&rows));
+    for t in &targets {
+        println!(
+            "target {:<55} goal {:<28} measured {:<40} {}",
+            t.what,
+            t.goal,
+            t.measured,
+            match t.met {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "n/a",
+            }
+        );
+    }
+    report::write_markdown(&args.markdown, &info, &rows, &targets)?;
+    progress(&format!("wrote {}", args.markdown.display()));
+    if let Some(path) = &args.json {
+        report::write_json(path, &rows)?;
+        progress(&format!("wrote {}", path.display()));
+    }
+    progress(&format!("done in {:.0} s", clock.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+async fn server_stop(server: db::Server) {
+    server.stop().await;
+}
+
+/// `git describe --always --dirty` of the working tree, if git is there.
+fn revision() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn meminfo() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map_or_else(
+            || "unknown".to_owned(),
+            |kb| format!("{:.1} GiB", kb / 1024.0 / 1024.0),
+        )
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".to_owned())
+}
+
+/// Every workload, in order; returns the rows.
+async fn workloads(
+    plan: &Plan,
+    bin: &Path,
+    data_dir: &Path,
+    nonce: &str,
+    url: &str,
+    projector_url: &str,
+    lag_rate: f64,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let pool = db::pool(url, 16).await?;
+    let probe_pool = db::pool(url, 1).await?;
+    // No migration here: `serve` applies its own embedded migrations when it starts, as it would for a
+    // user (and a harness built from a newer tree must not apply migrations the server does not know).
+
+    // 1. The whole command path over HTTP, with serve's memory; then the live lag at a fixed rate.
+    progress("starting trailbook serve");
+    let secret = Alphanumeric.sample_string(&mut rand::rng(), 48);
+    let serve = server::Serve::start(
+        bin,
+        "serve",
+        url,
+        &data_dir.join("serve"),
+        &secret,
+        &data_dir.join("serve.log"),
+    )
+    .await?;
+    let http = async {
+        let token: Arc<str> = command_api::Tokens::new(secret.as_bytes())
+            .issue(Role::Client, commands::CLIENT, chrono::Duration::hours(24))
+            .context("issuing a token")?
+            .into();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .context("building the HTTP client")?;
+        let base: Arc<str> = serve.base.clone().into();
+        let seq = Seq::new(nonce, "http");
+        for &c in &plan.clients {
+            progress(&format!("http_create, {c} clients"));
+            let (client, base, token, seq) =
+                (client.clone(), base.clone(), token.clone(), seq.clone());
+            let (m, per_op) = probed(
+                &probe_pool,
+                Some(serve.pid),
+                closed_loop(c, plan.warmup, plan.window, move || {
+                    commands::http_create(
+                        client.clone(),
+                        base.clone(),
+                        token.clone(),
+                        seq.clone(),
+                        None,
+                    )
+                }),
+            )
+            .await;
+            rows.push(Row::measured("http_create", count(c), &m).costs_of(per_op));
+        }
+        let rss_http = serve.peak_rss_mb()?;
+
+        progress(&format!("projector_lag at {lag_rate} commands/s"));
+        let last: commands::LastWrite = Arc::new(Mutex::new(None));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let sampler = tokio::spawn(projection::sample_lag(pool.clone(), last.clone(), stop_rx));
+        let m = {
+            let (client, base, token, seq, last) = (
+                client.clone(),
+                base.clone(),
+                token.clone(),
+                seq.clone(),
+                last.clone(),
+            );
+            open_loop(lag_rate, plan.lag_window, 512, move || {
+                commands::http_create(
+                    client.clone(),
+                    base.clone(),
+                    token.clone(),
+                    seq.clone(),
+                    Some(last.clone()),
+                )
+            })
+            .await
+        };
+        let _ = stop_tx.send(true);
+        let (lags, timeouts) = sampler
+            .await
+            .map_err(|e| Error::step("the lag sampler", e))?;
+        let lag = Measured {
+            ops: lags.len() as u64,
+            all_ok: lags.len() as u64,
+            errors: timeouts,
+            window: plan.lag_window,
+            latencies_us: lags,
+            first_error: (timeouts > 0)
+                .then(|| format!("{timeouts} samples not applied within 10 s")),
+        };
+        let mut row = Row::measured("projector_lag", 1, &lag)
+            .variant(format!(
+                "bookings; {} lag samples; cmd p50 {} ms p99 {} ms",
+                lag.ops,
+                fmt_ms(m.percentile_ms(50.0)),
+                fmt_ms(m.percentile_ms(99.0))
+            ))
+            .value(m.ops_per_s(), "cmd/s");
+        row.ops_per_s = Some(m.ops_per_s());
+        row.errors += m.errors;
+        if row.first_error.is_none() {
+            row.first_error = m.first_error.clone();
+        }
+        rows.push(row);
+        let rss = rss_http.max(serve.peak_rss_mb()?);
+        rows.push(
+            Row::new("serve_rss_mb", count(plan.clients[2]))
+                .variant(format!(
+                    "VmHWM; {rss_http:.1} MB after http_create, {rss:.1} MB after the lag run"
+                ))
+                .value(rss, "MB"),
+        );
+        Ok::<_, Error>(())
+    }
+    .await;
+    progress("stopping trailbook serve");
+    let stopped = serve.stop().await;
+    http?;
+    stopped?;
+
+    // 1b. The same over HTTP to `trailbook command-api` alone: no projector, query API or partner
+    // simulator in the server process, to tell the HTTP path's cost from theirs.
+    progress("starting trailbook command-api");
+    let api = server::Serve::start(
+        bin,
+        "command-api",
+        url,
+        &data_dir.join("serve"),
+        &secret,
+        &data_dir.join("command-api.log"),
+    )
+    .await?;
+    let http = async {
+        let token: Arc<str> = command_api::Tokens::new(secret.as_bytes())
+            .issue(Role::Client, commands::CLIENT, chrono::Duration::hours(24))
+            .context("issuing a token")?
+            .into();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .build()
+            .context("building the HTTP client")?;
+        let base: Arc<str> = api.base.clone().into();
+        let seq = Seq::new(nonce, "http-api");
+        for &c in &plan.clients {
+            progress(&format!("http_create (command-api alone), {c} clients"));
+            let (client, base, token, seq) =
+                (client.clone(), base.clone(), token.clone(), seq.clone());
+            let (m, per_op) = probed(
+                &probe_pool,
+                Some(api.pid),
+                closed_loop(c, plan.warmup, plan.window, move || {
+                    commands::http_create(
+                        client.clone(),
+                        base.clone(),
+                        token.clone(),
+                        seq.clone(),
+                        None,
+                    )
+                }),
+            )
+            .await;
+            rows.push(
+                Row::measured("http_create", count(c), &m)
+                    .costs_of(per_op)
+                    .variant("`trailbook command-api` alone (no projector)"),
+            );
+        }
+        Ok::<_, Error>(())
+    }
+    .await;
+    let stopped = api.stop().await;
+    http?;
+    stopped?;
+
+    // 2. The same command in-process, as raw SQL, the one-row ceiling, and stock cqrs-es.
+    let store = EventStore::new(pool.clone(), StoreConfig::default())
+        .with_notifier(store::notify::CommitNotifier::spawn(pool.clone()));
+    let seq = Seq::new(nonce, "inproc");
+    for &c in &plan.clients {
+        progress(&format!("inproc_create, {c} clients"));
+        let (store, seq) = (store.clone(), seq.clone());
+        let (m, per_op) = probed(
+            &probe_pool,
+            None,
+            closed_loop(c, plan.warmup, plan.window, move || {
+                commands::inproc_create(store.clone(), seq.clone())
+            }),
+        )
+        .await;
+        rows.push(Row::measured("inproc_create", count(c), &m).costs_of(per_op));
+    }
+    let seq = Seq::new(nonce, "store-only");
+    for &c in &plan.clients {
+        progress(&format!("inproc_create (store only), {c} clients"));
+        let (store, seq) = (store.clone(), seq.clone());
+        let (m, per_op) = probed(
+            &probe_pool,
+            None,
+            closed_loop(c, plan.warmup, plan.window, move || {
+                commands::inproc_store_only(store.clone(), seq.clone())
+            }),
+        )
+        .await;
+        rows.push(
+            Row::measured("inproc_create", count(c), &m)
+                .costs_of(per_op)
+                .variant("store only: execute, no hook (no claim, no key)"),
+        );
+    }
+    let seq = Seq::new(nonce, "raw");
+    for &c in &plan.clients {
+        progress(&format!("raw_sql, {c} clients"));
+        let (pool, seq) = (pool.clone(), seq.clone());
+        let (m, per_op) = probed(
+            &probe_pool,
+            None,
+            closed_loop(c, plan.warmup, plan.window, move || {
+                commands::raw_sql(pool.clone(), seq.clone())
+            }),
+        )
+        .await;
+        rows.push(Row::measured("raw_sql", count(c), &m).costs_of(per_op));
+    }
+    let seq = Seq::new(nonce, "raw-one");
+    for &c in &plan.clients {
+        progress(&format!("raw_sql (one statement), {c} clients"));
+        let (pool, seq) = (pool.clone(), seq.clone());
+        let (m, per_op) = probed(
+            &probe_pool,
+            None,
+            closed_loop(c, plan.warmup, plan.window, move || {
+                commands::raw_one_statement(pool.clone(), seq.clone())
+            }),
+        )
+        .await;
+        rows.push(
+            Row::measured("raw_sql", count(c), &m)
+                .costs_of(per_op)
+                .variant("same rows in one statement (CTEs), no lookup"),
+        );
+    }
+    let seq = Seq::new(nonce, "ceiling");
+    let template = Arc::new(commands::ceiling_template()?);
+    for &c in &plan.clients {
+        progress(&format!("raw_ceiling, {c} clients"));
+        let (pool, seq, template) = (pool.clone(), seq.clone(), template.clone());
+        let (m, per_op) = probed(
+            &probe_pool,
+            None,
+            closed_loop(c, plan.warmup, plan.window, move || {
+                commands::raw_ceiling(pool.clone(), seq.clone(), template.clone())
+            }),
+        )
+        .await;
+        rows.push(Row::measured("raw_ceiling", count(c), &m).costs_of(per_op));
+    }
+    let seq = Seq::new(nonce, "stock");
+    let cqrs = commands::stock(pool.clone());
+    for &c in &plan.clients {
+        progress(&format!("stock_cqrs_es, {c} clients"));
+        let (cqrs, seq) = (cqrs.clone(), seq.clone());
+        let (m, per_op) = probed(
+            &probe_pool,
+            None,
+            closed_loop(c, plan.warmup, plan.window, move || {
+                commands::stock_cqrs_es(cqrs.clone(), seq.clone())
+            }),
+        )
+        .await;
+        rows.push(Row::measured("stock_cqrs_es", count(c), &m).costs_of(per_op));
+    }
+
+    // 3. The long stream: loads, time travel, appends.
+    progress("long_stream_load and time_travel");
+    let plain = EventStore::new(pool.clone(), StoreConfig::default());
+    let streams = streams::build(&plain, nonce, plan.stream_length).await?;
+    let snap: Arc<str> = streams.snapshotted.clone().into();
+    let bare: Arc<str> = streams.bare.clone().into();
+    let short: Arc<str> = streams.short.clone().into();
+    let len = streams.length;
+    let measure_load = |id: Arc<str>, expected: u64| {
+        let store = plain.clone();
+        closed_loop(1, plan.warmup / 3, plan.stream_window, move || {
+            streams::load_head(store.clone(), id.clone(), expected)
+        })
+    };
+    let base = measure_load(short.clone(), 10).await;
+    let base_p50 = base.percentile_ms(50.0);
+    let with_ratio = |mut row: Row, label: &str| {
+        row.baseline = Some(label.to_owned());
+        row.ratio = match (row.p50_ms, base_p50) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        };
+        row.ratio_kind = Some("p50_latency");
+        row
+    };
+    rows.push(Row::measured("long_stream_load", 1, &base).variant("head of a 10-event stream"));
+    let m = measure_load(snap.clone(), len).await;
+    rows.push(with_ratio(
+        Row::measured("long_stream_load", 1, &m)
+            .variant(format!("head of {len} events, snapshots")),
+        "10-event stream",
+    ));
+    let m = measure_load(bare.clone(), len).await;
+    rows.push(with_ratio(
+        Row::measured("long_stream_load", 1, &m)
+            .variant(format!("head of {len} events, no snapshots")),
+        "10-event stream",
+    ));
+    for (id, label) in [(snap.clone(), "snapshots"), (bare.clone(), "no snapshots")] {
+        let max_applied = Arc::new(AtomicUsize::new(0));
+        let (store, applied) = (plain.clone(), max_applied.clone());
+        let m = closed_loop(1, plan.warmup / 3, plan.stream_window, move || {
+            streams::time_travel(store.clone(), id.clone(), len, applied.clone())
+        })
+        .await;
+        let most = max_applied.load(Ordering::Relaxed) as f64;
+        rows.push(with_ratio(
+            Row::measured("time_travel", 1, &m)
+                .variant(format!(
+                    "random version of {len}, {label}; value = max applied"
+                ))
+                .value(most, "events"),
+            "10-event stream",
+        ));
+    }
+    for (id, label, config) in [
+        (snap.clone(), "snapshots", StoreConfig::default()),
+        (
+            bare.clone(),
+            "no snapshots",
+            StoreConfig {
+                snapshot_every: 0,
+                ..StoreConfig::default()
+            },
+        ),
+    ] {
+        let store = EventStore::new(pool.clone(), config);
+        let m = closed_loop(1, plan.warmup / 3, plan.append_window, move || {
+            streams::append_command(store.clone(), id.clone())
+        })
+        .await;
+        rows.push(
+            Row::measured("long_stream_load", 1, &m)
+                .variant(format!("append 1 event to the {len}-event stream, {label}")),
+        );
+    }
+    pool.close().await;
+
+    // 4. The projector over a pre-written log, in a database of its own.
+    let ppool = db::pool(projector_url, 16).await?;
+    store::db::migrate(&ppool)
+        .await
+        .context("migrating the projector database")?;
+    let pairs = usize::try_from(plan.projector_events / 10).unwrap_or(usize::MAX);
+    progress(&format!("pre-writing {} events", pairs * 10));
+    let events = projection::prewrite(&ppool, pairs).await?;
+    progress("projector_catchup");
+    let took = projection::catch_up(&ppool, Duration::from_secs(900)).await?;
+    rows.push(
+        Row {
+            ops_per_s: Some(events as f64 / took.as_secs_f64()),
+            ops: events,
+            ..Row::new("projector_catchup", 1)
+        }
+        .variant(format!("all 4 projections, one process, {events} events"))
+        .value(took.as_secs_f64(), "s"),
+    );
+    progress("rebuild");
+    let took = projection::rebuild(&ppool).await?;
+    rows.push(
+        Row {
+            ops_per_s: Some(events as f64 / took.as_secs_f64()),
+            ops: events,
+            ..Row::new("rebuild", 1)
+        }
+        .variant(format!("bookings, {events} events"))
+        .value(took.as_secs_f64(), "s"),
+    );
+    ppool.close().await;
+    Ok(rows)
+}
+
+/// The server's transaction-id counter and WAL position.
+async fn probe(pool: &sqlx::PgPool) -> Option<(i64, i64)> {
+    sqlx::query_as(
+        "select pg_snapshot_xmax(pg_current_snapshot())::text::bigint,
+                pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+    )
+    .fetch_one(pool)
+    .await
+    .ok()
+}
+
+/// What one operation cost on the server, measured around a whole phase.
+#[derive(Debug, Clone, Copy)]
+struct PerOp {
+    write_tx: Option<f64>,
+    wal_bytes: Option<f64>,
+    cpu_us: (f64, Option<f64>, f64),
+}
+
+/// Runs `work` and returns with it the write transactions (transaction ids assigned, server-wide), WAL
+/// bytes and CPU time (harness, server process, postgres processes) per successful operation.
+async fn probed(
+    pool: &sqlx::PgPool,
+    server_pid: Option<u32>,
+    work: impl std::future::Future<Output = Measured>,
+) -> (Measured, Option<PerOp>) {
+    let before = probe(pool).await;
+    let cpu_before = cpu::now(server_pid);
+    let m = work.await;
+    let cpu_after = cpu::now(server_pid);
+    let after = probe(pool).await;
+    if m.all_ok == 0 {
+        return (m, None);
+    }
+    let n = m.all_ok as f64;
+    let (write_tx, wal_bytes) = match (before, after) {
+        (Some((x0, w0)), Some((x1, w1))) => {
+            (Some((x1 - x0) as f64 / n), Some((w1 - w0) as f64 / n))
+        }
+        _ => (None, None),
+    };
+    let per_op = PerOp {
+        write_tx,
+        wal_bytes,
+        cpu_us: cpu::per_op(&cpu_before, &cpu_after, m.all_ok),
+    };
+    (m, Some(per_op))
+}
+
+fn count(c: usize) -> u32 {
+    u32::try_from(c).unwrap_or(u32::MAX)
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1}"))
+}
+
+/// The targets of issue 8 against this run's rows.
+fn targets(rows: &[Row], info: &RunInfo) -> Vec<Target> {
+    let ratio = |workload: &str, baseline: &str| {
+        rows.iter()
+            .find(|r| {
+                r.workload == workload
+                    && r.clients == 16
+                    && r.variant.is_none()
+                    && r.baseline.as_deref() == Some(baseline)
+            })
+            .and_then(|r| r.ratio)
+    };
+    let variant = |workload: &str, starts: &str| {
+        rows.iter().find(|r| {
+            r.workload == workload && r.variant.as_deref().is_some_and(|v| v.starts_with(starts))
+        })
+    };
+    let at_least = |v: Option<f64>, goal: f64| v.map(|v| v >= goal);
+    let at_most = |v: Option<f64>, goal: f64| v.map(|v| v <= goal);
+    let x = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"));
+    let mut out = Vec::new();
+    let r = ratio("http_create", "raw_sql@16");
+    out.push(Target {
+        what: "HTTP create vs raw SQL, 16 clients",
+        goal: "≥ 0.8×",
+        measured: x(r),
+        met: at_least(r, 0.8),
+    });
+    let r = ratio("inproc_create", "raw_sql@16");
+    out.push(Target {
+        what: "in-process create vs raw SQL, 16 clients",
+        goal: "≥ 0.9×",
+        measured: x(r),
+        met: at_least(r, 0.9),
+    });
+    let r = ratio("http_create", "stock_cqrs_es@16");
+    out.push(Target {
+        what: "HTTP create vs stock cqrs-es, 16 clients",
+        goal: "≥ 1.5×",
+        measured: x(r),
+        met: at_least(r, 1.5),
+    });
+    let head = format!("head of {} events, snapshots", info.stream_length);
+    let r = variant("long_stream_load", &head).and_then(|r| r.ratio);
+    out.push(Target {
+        what: "load 10k-event head with snapshots vs 10-event stream (p50)",
+        goal: "≤ 2×",
+        measured: x(r),
+        met: at_most(r, 2.0),
+    });
+    let v = variant("time_travel", "random version").and_then(|r| r.value);
+    out.push(Target {
+        what: "time travel: most events applied on top of a snapshot",
+        goal: "≤ snapshot interval",
+        measured: v.map_or_else(
+            || "–".to_owned(),
+            |v| format!("{v:.0} (interval {})", info.snapshot_every),
+        ),
+        met: v.map(|v| v <= info.snapshot_every as f64),
+    });
+    let r = rows
+        .iter()
+        .find(|r| r.workload == "projector_catchup")
+        .and_then(|r| r.ops_per_s);
+    out.push(Target {
+        what: "projector catch-up (all four projections in one process)",
+        goal: "≥ 30,000 events/s",
+        measured: r.map_or_else(|| "–".to_owned(), |v| format!("{v:.0} events/s")),
+        met: at_least(r, 30_000.0),
+    });
+    let lag = rows.iter().find(|r| r.workload == "projector_lag");
+    let p99 = lag.and_then(|r| r.p99_ms);
+    out.push(Target {
+        what: "live lag p99 at 1,000 commands/s",
+        goal: "≤ 100 ms",
+        measured: format!(
+            "{} ms at {} cmd/s",
+            fmt_ms(p99),
+            lag.and_then(|r| r.value)
+                .map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"))
+        ),
+        met: at_most(p99, 100.0),
+    });
+    let rebuild = rows.iter().find(|r| r.workload == "rebuild");
+    let estimate = rebuild
+        .and_then(|r| r.ops_per_s)
+        .map(|rate| 1_000_000.0 / rate);
+    out.push(Target {
+        what: "rebuild of 1M events",
+        goal: "≤ 60 s",
+        measured: match rebuild.map(|r| r.ops) {
+            Some(n) if n >= 1_000_000 => fmt_s(rebuild.and_then(|r| r.value)),
+            Some(n) => format!(
+                "{} for {n} events (≈ {} for 1M, extrapolated)",
+                fmt_s(rebuild.and_then(|r| r.value)),
+                fmt_s(estimate)
+            ),
+            None => "–".to_owned(),
+        },
+        met: at_most(estimate, 60.0),
+    });
+    let rss = rows
+        .iter()
+        .find(|r| r.workload == "serve_rss_mb")
+        .and_then(|r| r.value);
+    out.push(Target {
+        what: "serve peak RSS under http_create",
+        goal: "≤ 150 MB",
+        measured: rss.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} MB")),
+        met: at_most(rss, 150.0),
+    });
+    out
+}
+
+fn fmt_s(v: Option<f64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |v| format!("{v:.1} s"))
+}
+
+trait CostsOf {
+    fn costs_of(self, per_op: Option<PerOp>) -> Self;
+}
+
+impl CostsOf for Row {
+    fn costs_of(self, per_op: Option<PerOp>) -> Self {
+        match per_op {
+            Some(p) => self.costs(p.write_tx, p.wal_bytes, p.cpu_us),
+            None => self,
+        }
+    }
+}
