@@ -51,6 +51,9 @@ pub struct Config {
     pub batch_size: i64,
     /// How often an idle leader looks for new events (a NOTIFY on [`CHANNEL`] wakes it sooner).
     pub poll_interval: Duration,
+    /// After a wake-up finds new events, how long to let more arrive before applying them: one batch
+    /// then carries a burst of commits instead of a transaction per commit (zero: apply at once).
+    pub coalesce: Duration,
     /// How often a standby tries to take over the lead of a projection.
     pub leader_retry: Duration,
     /// Longest wait between retries of a failing batch.
@@ -69,6 +72,7 @@ impl Default for Config {
         Self {
             batch_size: 500,
             poll_interval: Duration::from_millis(100),
+            coalesce: Duration::from_millis(10),
             leader_retry: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             metrics_interval: Duration::from_secs(5),
@@ -238,8 +242,14 @@ impl Runner {
                 }
                 match has_pending(&self.pool, name).await {
                     Ok(false) => {}
+                    Ok(true) => {
+                        if !self.config.coalesce.is_zero() {
+                            sleep_or_stop(self.config.coalesce, stop).await;
+                        }
+                        break;
+                    }
                     // On error, let the batch report it (with backoff).
-                    Ok(true) | Err(_) => break,
+                    Err(_) => break,
                 }
             }
         }

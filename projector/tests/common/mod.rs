@@ -27,6 +27,7 @@ pub fn config(instance: &str) -> Config {
     Config {
         batch_size: 100,
         poll_interval: Duration::from_millis(20),
+        coalesce: Duration::from_millis(2),
         leader_retry: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
         metrics_interval: Duration::ZERO,
