@@ -1,7 +1,33 @@
-//! Durable jobs and side effects: the partner gateway, saga compensation, notifications, documents,
-//! reconciliation, and the partner simulator used by tests and demos.
+//! Durable jobs and side effects: the job queue, the worker loop, the reactor that turns the global log into
+//! jobs, and the partner simulator used by tests and demos.
 //!
-//! Will enqueue jobs from the global log (the log is the outbox), claim them with `FOR UPDATE SKIP
-//! LOCKED` under a lease, retry with backoff and jitter, and dead-letter after N attempts. Not built yet:
-//! see the workers issue.
+//! Depends on `store` (global log reader, guarded connections) and never on the API crates. The job queue is
+//! our own, on two tables (`jobs`, `job_attempts`): see `docs/adr/0006-jobs.md` for why no job crate.
+//!
+//! # Layout
+//! - `compensation`: `partner.compensate` with a token bucket and a circuit breaker per partner.
+//! - `jobs`: enqueue (in the caller's transaction, idempotent by dedupe key), claim under a lease with
+//!   `for update skip locked`, complete, fail with backoff, dead letters, operator replay, listing.
+//! - `backoff`: exponential backoff with jitter.
+//! - `booking_flow`: the `partner.reserve` and `partner.reconcile` handlers and the partner client.
+//! - `worker`: the worker loop: handlers by kind, bounded concurrency per queue, lease reclaim, shutdown.
+//! - `reactor`: reads the global log and enqueues jobs, checkpoint and jobs in one transaction.
+//! - `service`: [`service::run`], the reactor and workers with every handler, for the CLI.
+//! - `partner_sim`: the partner simulator (axum) with fault injection.
+//! - `error`: [`Error`].
 #![forbid(unsafe_code)]
+
+pub mod backoff;
+pub mod booking_flow;
+pub mod compensation;
+pub mod error;
+pub mod jobs;
+pub mod partner_sim;
+pub mod reactor;
+pub mod service;
+pub mod worker;
+
+pub use backoff::Backoff;
+pub use error::{Error, Result};
+pub use jobs::{Claimed, Job, JobAttempt, JobDetail, JobFilter, JobSpec, JobState};
+pub use worker::{Handler, HandlerError, QueueConfig, Worker, WorkerConfig};

@@ -1,0 +1,227 @@
+//! The reactor: turns events of the global log into jobs, exactly once.
+//!
+//! The global log is the outbox. One batch is one transaction, exactly like a projector batch: lock the
+//! reactor's row in `reactor_checkpoints` (`select ... for update`), read up to `batch_size` events after
+//! it with [`store::log::read_after`] (never skipping an event of a slow transaction), enqueue the jobs of
+//! those events, move the checkpoint, commit. Jobs and checkpoint commit together or not at all, so a
+//! reactor killed anywhere leaves either the old checkpoint and no jobs of the batch, or the new checkpoint
+//! and all of them. The row lock is the fence between two reactors (any number may run); the dedupe key of
+//! every job is a second line of defence and counts any hit in `jobs.dedupe_hits`.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde_json::json;
+use sqlx::{Connection, PgConnection, PgPool};
+use store::conn::Guarded;
+use store::log::read_after;
+use store::{Checkpoint, RecordedEvent};
+use tokio::sync::watch;
+
+use crate::backoff::Backoff;
+use crate::error::Result;
+use crate::jobs::{self, JobSpec};
+
+/// The name of the reactor's checkpoint row.
+pub const REACTOR: &str = "jobs";
+
+/// Job kinds the reactor enqueues.
+pub mod kinds {
+    /// Reserve the booking at its partner (booking id as the partner's idempotency key).
+    pub const PARTNER_RESERVE: &str = "partner.reserve";
+    /// Settle an unknown reservation outcome by asking the partner.
+    pub const PARTNER_RECONCILE: &str = "partner.reconcile";
+    /// Cancel the partner reservation after a payment failure (its own queue, rate limited).
+    pub const PARTNER_COMPENSATE: &str = "partner.compensate";
+    /// Generate the PDF report of a completed visit.
+    pub const REPORT_GENERATE: &str = "report.generate";
+    /// E-mail the report to the patient.
+    pub const REPORT_SEND: &str = "report.send";
+}
+
+/// How the reactor behaves.
+#[derive(Debug, Clone)]
+pub struct ReactorConfig {
+    pub batch_size: i64,
+    /// How often an idle reactor looks for new events.
+    pub poll_interval: Duration,
+    /// Retry schedule of a failing batch.
+    pub backoff: Backoff,
+}
+
+impl Default for ReactorConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval: Duration::from_millis(100),
+            backoff: Backoff {
+                base: Duration::from_millis(200),
+                max: Duration::from_secs(30),
+            },
+        }
+    }
+}
+
+/// The jobs one event calls for (none for most events).
+pub fn jobs_for(event: &RecordedEvent) -> Vec<JobSpec> {
+    let id = &event.aggregate_id;
+    let cause = json!({
+        "aggregate_type": event.aggregate_type,
+        "aggregate_id": id,
+        "sequence": event.sequence,
+        "event_type": event.event_type,
+        "global_position": event.global_position,
+    });
+    match (event.aggregate_type.as_str(), event.event_type.as_str()) {
+        ("booking", "BookingRequested") => vec![JobSpec::new(
+            kinds::PARTNER_RESERVE,
+            format!("{}:{id}", kinds::PARTNER_RESERVE),
+            json!({ "booking_id": id, "cause": cause }),
+        )
+        .queue("partner")],
+        ("booking", "PartnerReservationOutcomeUnknown") => vec![JobSpec::new(
+            kinds::PARTNER_RECONCILE,
+            format!("{}:{id}:{}", kinds::PARTNER_RECONCILE, event.sequence),
+            json!({ "booking_id": id, "cause": cause }),
+        )
+        .queue("partner")],
+        ("booking", "CompensationStarted") => vec![JobSpec::new(
+            kinds::PARTNER_COMPENSATE,
+            format!("{}:{id}", kinds::PARTNER_COMPENSATE),
+            json!({ "booking_id": id, "cause": cause }),
+        )
+        .queue("compensation")
+        .max_attempts(20)],
+        ("visit", "VisitCompleted") => vec![JobSpec::new(
+            kinds::REPORT_GENERATE,
+            format!("{}:{id}", kinds::REPORT_GENERATE),
+            json!({ "visit_id": id, "cause": cause }),
+        )
+        .queue("documents")],
+        ("visit", "ReportGenerated") => vec![JobSpec::new(
+            kinds::REPORT_SEND,
+            // one e-mail per generated report version
+            format!("{}:{id}:{}", kinds::REPORT_SEND, event.sequence),
+            json!({ "visit_id": id, "cause": cause }),
+        )
+        .queue("documents")],
+        _ => Vec::new(),
+    }
+}
+
+/// Runs one batch: reads events after the checkpoint, enqueues their jobs and moves the checkpoint, in one
+/// transaction. Returns how many events it handled (0: nothing new).
+#[tracing::instrument(skip_all)]
+pub async fn run_batch(pool: &PgPool, batch_size: i64) -> Result<usize> {
+    let mut conn = Guarded::acquire(pool).await?;
+    let mut tx = conn.begin().await?;
+    let checkpoint = lock_checkpoint(&mut tx).await?;
+    let events = read_after(&mut *tx, checkpoint, batch_size).await?;
+    let Some(last) = events.last() else {
+        tx.rollback().await?;
+        conn.release();
+        return Ok(0);
+    };
+    let mut enqueued = 0usize;
+    for event in &events {
+        for spec in jobs_for(event) {
+            let result = jobs::enqueue(&mut *tx, &spec).await?;
+            if result.inserted {
+                enqueued += 1;
+            } else {
+                tracing::warn!(dedupe_key = %spec.dedupe_key, position = event.global_position, "job already enqueued");
+            }
+        }
+    }
+    let next = last.checkpoint();
+    sqlx::query(
+        "update reactor_checkpoints set tx_id = $2, position = $3, updated_at = now() where name = $1",
+    )
+    .bind(REACTOR)
+    .bind(next.tx_id)
+    .bind(next.position)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    conn.release();
+    tracing::debug!(events = events.len(), enqueued, "reactor batch committed");
+    metrics::counter!("trailbook_reactor_events_total").increment(events.len() as u64);
+    Ok(events.len())
+}
+
+async fn lock_checkpoint(tx: &mut PgConnection) -> Result<Checkpoint> {
+    // The row exists from the migration; recreate it if someone deleted it.
+    sqlx::query("insert into reactor_checkpoints (name) values ($1) on conflict do nothing")
+        .bind(REACTOR)
+        .execute(&mut *tx)
+        .await?;
+    let (tx_id, position): (i64, i64) = sqlx::query_as(
+        "select tx_id, position from reactor_checkpoints where name = $1 for update",
+    )
+    .bind(REACTOR)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(Checkpoint { tx_id, position })
+}
+
+/// The reactor's checkpoint.
+pub async fn checkpoint(pool: &PgPool) -> Result<Checkpoint> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("select tx_id, position from reactor_checkpoints where name = $1")
+            .bind(REACTOR)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row
+        .map(|(tx_id, position)| Checkpoint { tx_id, position })
+        .unwrap_or_default())
+}
+
+/// Runs batches until `shutdown` completes; a failing batch is rolled back, logged and retried with
+/// backoff. Any number of reactors may run at once (the checkpoint row lock serialises their batches).
+pub async fn run(
+    pool: PgPool,
+    config: ReactorConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
+    let (stop_tx, mut stop) = watch::channel(false);
+    let work = async {
+        let mut failures: u32 = 0;
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match run_batch(&pool, config.batch_size).await {
+                Ok(n) => {
+                    failures = 0;
+                    if i64::try_from(n).unwrap_or(i64::MAX) >= config.batch_size {
+                        continue;
+                    }
+                    sleep_or_stop(config.poll_interval, &mut stop).await;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    tracing::error!(error = %e, failures, "reactor batch failed; checkpoint unchanged, retrying");
+                    metrics::counter!("trailbook_reactor_batch_failures_total").increment(1);
+                    sleep_or_stop(config.backoff.delay(failures), &mut stop).await;
+                }
+            }
+        }
+    };
+    tokio::pin!(work);
+    tokio::pin!(shutdown);
+    tokio::select! {
+        () = &mut shutdown => {
+            let _ = stop_tx.send(true);
+            work.await;
+        }
+        () = &mut work => {}
+    }
+    Ok(())
+}
+
+async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        () = tokio::time::sleep(duration) => {}
+        _ = stop.changed() => {}
+    }
+}
