@@ -81,14 +81,14 @@ enum Command {
     QueryApi(ServeArgs),
     /// Run only the projector (any number may run: one leads each projection, the others stand by).
     Projector,
-    /// Run only the job workers.
-    Workers,
-    /// Run the partner simulator.
-    PartnerSim(PassThrough),
+    /// Run only the job workers (reactor and handlers; any number may run).
+    Workers(WorkersArgs),
+    /// Run the partner simulator (reservations, payments and callbacks, with injectable faults).
+    PartnerSim(PartnerSimArgs),
     /// Show each projection's position and lag, or rebuild one.
     Projections(ProjectionsArgs),
-    /// List jobs, or replay a dead-lettered one.
-    Jobs(PassThrough),
+    /// List jobs, or replay a failed or dead one.
+    Jobs(JobsArgs),
     /// Print a bearer token for development use (signed with the configured secret).
     Token(TokenArgs),
 }
@@ -104,6 +104,9 @@ struct ServeArgs {
     /// Address of the in-process partner simulator (when TRAILBOOK_PARTNER_URL is not set).
     #[arg(long, env = "TRAILBOOK_PARTNER_ADDR", default_value = "127.0.0.1:8090")]
     partner_addr: SocketAddr,
+    /// Base URL of the real partner API; without it `serve` runs the partner simulator in-process.
+    #[arg(long, env = "TRAILBOOK_PARTNER_URL")]
+    partner_url: Option<String>,
     #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
@@ -179,11 +182,105 @@ enum ProjectionsAction {
     },
 }
 
-/// Arguments of subcommands that are not available yet.
 #[derive(Debug, Args)]
-struct PassThrough {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+struct PartnerSimArgs {
+    /// Where the simulator listens.
+    #[arg(long, env = "TRAILBOOK_PARTNER_ADDR", default_value = "127.0.0.1:8090")]
+    addr: SocketAddr,
+    /// Where it sends signed status callbacks.
+    #[arg(long, default_value = workers::partner_sim::DEFAULT_CALLBACK_URL)]
+    callback_url: String,
+    #[command(flatten)]
+    faults: FaultArgs,
+}
+
+/// Faults the partner simulator injects (probabilities in 0..1). They can be changed while it runs with
+/// `PUT /control/faults` and a JSON object of the same snake_case names.
+#[derive(Debug, Args)]
+struct FaultArgs {
+    /// Every fault at a moderate level; the flags below override single ones.
+    #[arg(long)]
+    chaos: bool,
+    /// Milliseconds added to every answer.
+    #[arg(long)]
+    latency_ms: Option<u64>,
+    /// Do the work, then answer too late for the caller.
+    #[arg(long, value_parser = probability)]
+    timeout_after_success: Option<f64>,
+    /// Answer 429 with Retry-After.
+    #[arg(long = "rate-429", value_parser = probability)]
+    rate_429: Option<f64>,
+    /// Answer 503.
+    #[arg(long = "rate-5xx", value_parser = probability)]
+    rate_5xx: Option<f64>,
+    /// Send a callback twice.
+    #[arg(long, value_parser = probability)]
+    duplicate_callbacks: Option<f64>,
+    /// Send a callback late, after a stale one.
+    #[arg(long, value_parser = probability)]
+    late_callbacks: Option<f64>,
+}
+
+impl FaultArgs {
+    fn faults(&self) -> workers::partner_sim::Faults {
+        let base = if self.chaos {
+            workers::partner_sim::Faults::chaos()
+        } else {
+            workers::partner_sim::Faults::none()
+        };
+        workers::partner_sim::Faults {
+            latency_ms: self.latency_ms.unwrap_or(base.latency_ms),
+            timeout_after_success: self
+                .timeout_after_success
+                .unwrap_or(base.timeout_after_success),
+            rate_429: self.rate_429.unwrap_or(base.rate_429),
+            rate_5xx: self.rate_5xx.unwrap_or(base.rate_5xx),
+            duplicate_callbacks: self.duplicate_callbacks.unwrap_or(base.duplicate_callbacks),
+            late_callbacks: self.late_callbacks.unwrap_or(base.late_callbacks),
+        }
+    }
+}
+
+fn probability(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("`{text}` is not a probability between 0 and 1")),
+    }
+}
+
+#[derive(Debug, Args)]
+struct WorkersArgs {
+    /// Base URL of the partner API (the simulator by default).
+    #[arg(
+        long,
+        env = "TRAILBOOK_PARTNER_URL",
+        default_value = "http://127.0.0.1:8090"
+    )]
+    partner_url: String,
+}
+
+#[derive(Debug, Args)]
+struct JobsArgs {
+    #[command(subcommand)]
+    action: Option<JobsAction>,
+}
+
+#[derive(Debug, Subcommand)]
+enum JobsAction {
+    /// The newest jobs (the default), optionally of one state.
+    List {
+        /// queued, running, succeeded, failed or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// How many.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        limit: i64,
+    },
+    /// Put a failed or dead job back in its queue with a fresh set of attempts.
+    Replay {
+        /// The job's id.
+        id: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -266,7 +363,8 @@ fn main() -> ExitCode {
             | Command::CommandApi(_)
             | Command::QueryApi(_)
             | Command::Projector
-            | Command::Workers
+            | Command::Workers(_)
+            | Command::PartnerSim(_)
     ));
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -311,9 +409,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             result
         }
         Command::QueryApi(args) => serve(&cli.db, &args, Parts::QUERY_API).await,
-        Command::Workers => not_yet("workers", "the workers"),
-        Command::PartnerSim(_) => not_yet("partner-sim", "the workers"),
-        Command::Jobs(_) => not_yet("jobs", "the workers"),
+        Command::Workers(args) => run_workers(&cli.db, &args).await,
+        Command::PartnerSim(args) => partner_sim(&cli.db, &args).await,
+        Command::Jobs(args) => {
+            with_migrated_db(&cli.db, |db| async move {
+                let result = jobs_command(&db.pool, args.action).await;
+                (db, result)
+            })
+            .await
+        }
         Command::Token(args) => {
             let secret = command_api::secrets::load_or_create(
                 JWT_SECRET_ENV,
@@ -348,12 +452,6 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-fn not_yet(command: &str, issue: &str) -> Result<(), Failure> {
-    Err(Failure::usage(format!(
-        "`trailbook {command}` is not available yet in this version (it arrives with {issue})"
-    )))
-}
-
 fn store_config(args: &DbArgs) -> StoreConfig {
     StoreConfig {
         snapshot_every: args.snapshot_every,
@@ -376,6 +474,8 @@ struct Parts {
     command_api: bool,
     query_api: bool,
     projector: bool,
+    /// The job workers, and the partner simulator unless a partner URL is given.
+    workers: bool,
 }
 
 impl Parts {
@@ -383,16 +483,19 @@ impl Parts {
         command_api: true,
         query_api: true,
         projector: true,
+        workers: true,
     };
     const COMMAND_API: Parts = Parts {
         command_api: true,
         query_api: false,
         projector: false,
+        workers: false,
     };
     const QUERY_API: Parts = Parts {
         command_api: false,
         query_api: true,
         projector: false,
+        workers: false,
     };
 }
 
@@ -525,6 +628,16 @@ async fn serve_until_signal(
         None
     };
 
+    let partner = if parts.workers && args.partner_url.is_none() {
+        Some(bind(args.partner_addr, "--partner-addr").await?)
+    } else {
+        None
+    };
+    let command_local = match &command {
+        Some((listener, _)) => Some(local_addr(listener)?),
+        None => None,
+    };
+
     if let Some((listener, state)) = command {
         let local = local_addr(&listener)?;
         tracing::info!(url = %format!("http://{local}"), "REST command API listening");
@@ -555,6 +668,53 @@ async fn serve_until_signal(
                     .with_graceful_shutdown(stopped)
                     .await
                     .map_err(|e| e.to_string())
+            }),
+        ));
+    }
+    if parts.workers {
+        let partner_url = match (partner, &args.partner_url) {
+            (Some(listener), _) => {
+                let local = local_addr(&listener)?;
+                println!("trailbook partner simulator: http://{local}");
+                let secret = command_api::secrets::load_or_create(
+                    PARTNER_SECRET_ENV,
+                    &db_args.data_dir,
+                    "partner-secret",
+                )
+                .map_err(secret_failure)?;
+                let config = workers::partner_sim::SimConfig {
+                    callback_url: command_local
+                        .map(|addr| format!("http://{addr}/v1/partner/callbacks")),
+                    secret: secret.to_vec(),
+                    ..workers::partner_sim::SimConfig::default()
+                };
+                let stopped = stop.stopped();
+                tasks.push((
+                    "partner simulator",
+                    tokio::spawn(async move {
+                        workers::partner_sim::serve(listener, config, stopped)
+                            .await
+                            .map_err(|e| error_chain(&e))
+                    }),
+                ));
+                format!("http://{local}")
+            }
+            (None, Some(url)) => url.clone(),
+            (None, None) => workers::service::ServiceConfig::default().partner_url,
+        };
+        let pool = db.pool.clone();
+        let config = workers::service::ServiceConfig {
+            partner_url,
+            store: store_config(db_args),
+            ..workers::service::ServiceConfig::default()
+        };
+        let stopped = stop.stopped();
+        tasks.push((
+            "workers",
+            tokio::spawn(async move {
+                workers::service::run(pool, config, stopped)
+                    .await
+                    .map_err(|e| error_chain(&e))
             }),
         ));
     }
@@ -635,6 +795,116 @@ fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Failure>
     listener
         .local_addr()
         .map_err(|e| Failure::usage(format!("cannot read the listening address: {e}")))
+}
+
+/// `trailbook workers`: the reactor and the job handlers alone, until SIGTERM.
+async fn run_workers(db_args: &DbArgs, args: &WorkersArgs) -> Result<(), Failure> {
+    with_migrated_db(db_args, |db| async move {
+        tracing::info!(partner_url = %args.partner_url, "workers running");
+        let config = workers::service::ServiceConfig {
+            partner_url: args.partner_url.clone(),
+            store: store_config(db_args),
+            ..workers::service::ServiceConfig::default()
+        };
+        let result = workers::service::run(db.pool.clone(), config, telemetry::shutdown_signal())
+            .await
+            .map_err(|e| Failure {
+                code: 1,
+                message: error_chain(&e),
+            });
+        (db, result)
+    })
+    .await
+}
+
+/// `trailbook jobs [list | replay <id>]`.
+async fn jobs_command(pool: &sqlx::PgPool, action: Option<JobsAction>) -> Result<(), Failure> {
+    let failure = |e: workers::Error| Failure {
+        code: match e {
+            workers::Error::JobNotFound(_) | workers::Error::NotReplayable { .. } => 2,
+            _ => 1,
+        },
+        message: error_chain(&e),
+    };
+    match action.unwrap_or(JobsAction::List {
+        state: None,
+        limit: 50,
+    }) {
+        JobsAction::List { state, limit } => {
+            let state = match state.as_deref() {
+                None => None,
+                Some(s) => Some(workers::JobState::parse(s).ok_or_else(|| {
+                    Failure::usage(format!(
+                        "--state `{s}`: use queued, running, succeeded, failed or dead"
+                    ))
+                })?),
+            };
+            let jobs = workers::jobs::list(
+                pool,
+                &workers::JobFilter {
+                    state,
+                    limit: Some(limit),
+                    ..workers::JobFilter::default()
+                },
+            )
+            .await
+            .map_err(failure)?;
+            let mut out = format!(
+                "{:>8}  {:<20} {:<13} {:<10} {:>8}  {:<25}  {}\n",
+                "ID", "KIND", "QUEUE", "STATE", "ATTEMPTS", "RUN_AT", "LAST_ERROR"
+            );
+            for job in &jobs {
+                out.push_str(&format!(
+                    "{:>8}  {:<20} {:<13} {:<10} {:>4}/{:<3}  {:<25}  {}\n",
+                    job.id,
+                    job.kind,
+                    job.queue,
+                    job.state,
+                    job.attempts,
+                    job.max_attempts,
+                    job.run_at
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    job.last_error.as_deref().unwrap_or("-")
+                ));
+            }
+            emit(out.trim_end())
+        }
+        JobsAction::Replay { id } => {
+            let job = workers::jobs::replay(pool, id).await.map_err(failure)?;
+            emit(&format!(
+                "job {} ({}) is queued again with {} attempts",
+                job.id, job.kind, job.max_attempts
+            ))
+        }
+    }
+}
+
+/// `trailbook partner-sim`: the simulator alone, until SIGTERM.
+async fn partner_sim(db_args: &DbArgs, args: &PartnerSimArgs) -> Result<(), Failure> {
+    let secret = command_api::secrets::load_or_create(
+        PARTNER_SECRET_ENV,
+        &db_args.data_dir,
+        "partner-secret",
+    )
+    .map_err(|e| Failure {
+        code: 1,
+        message: error_chain(&e),
+    })?;
+    let listener = bind(args.addr, "--addr").await?;
+    let local = local_addr(&listener)?;
+    println!("trailbook partner simulator: http://{local}");
+    let config = workers::partner_sim::SimConfig {
+        callback_url: Some(args.callback_url.clone()),
+        secret: secret.to_vec(),
+        faults: args.faults.faults(),
+        ..workers::partner_sim::SimConfig::default()
+    };
+    workers::partner_sim::serve(listener, config, telemetry::shutdown_signal())
+        .await
+        .map_err(|e| Failure {
+            code: 1,
+            message: error_chain(&e),
+        })
 }
 
 /// Deletes expired idempotency keys every ten minutes.

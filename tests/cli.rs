@@ -336,12 +336,86 @@ fn unreachable_database_is_a_clear_error() {
     assert!(!err.contains("hunter2"), "{err}");
 }
 
-/// Subcommands of later issues say so, with exit code 2, instead of pretending to work.
-#[test]
-fn unavailable_subcommands_say_so() {
-    let out = run(trailbook()
+/// `trailbook jobs`: an empty list on a fresh database, and replaying an unknown job is a one-line error
+/// with exit code 2.
+#[tokio::test]
+async fn jobs_lists_and_refuses_to_replay_an_unknown_job() {
+    let db = TestDb::new().await.unwrap();
+    let list = run(trailbook()
         .args(["jobs", "list"])
-        .env("DATABASE_URL", "postgres://x@127.0.0.1:1/x"));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("not available yet"));
+        .env("DATABASE_URL", &db.url));
+    let replay = run(trailbook()
+        .args(["jobs", "replay", "999"])
+        .env("DATABASE_URL", &db.url));
+
+    assert!(list.status.success(), "{}", text(&list.stderr));
+    assert!(
+        text(&list.stdout).starts_with("      ID  KIND"),
+        "{}",
+        text(&list.stdout)
+    );
+    assert_eq!(replay.status.code(), Some(2));
+    assert_eq!(text(&replay.stderr).trim(), "error: job 999 not found");
+}
+
+/// `trailbook partner-sim` serves reservations idempotently by our booking id, and refuses a fault flag
+/// outside 0..1 with exit code 2.
+#[tokio::test]
+async fn the_partner_simulator_runs_alone_and_checks_its_flags() {
+    let data = DataDir::new();
+    let mut child = Running(
+        trailbook()
+            .args(["partner-sim", "--addr", "127.0.0.1:0"])
+            .env("TRAILBOOK_DATA_DIR", &data.0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(url) = line.strip_prefix("trailbook partner simulator:") {
+                let _ = tx.send(url.trim().to_string());
+            }
+        }
+    });
+    let base = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let http = reqwest::Client::new();
+    let body = serde_json::json!({"partner": "acme", "resource": "r-1",
+        "starts_at": "2026-12-01T15:00:00Z", "ends_at": "2026-12-03T11:00:00Z"});
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r: serde_json::Value = http
+            .post(format!("{base}/v1/reservations"))
+            .header("Idempotency-Key", "booking-1")
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        ids.push(r["reservation_id"].clone());
+    }
+    let found: serde_json::Value = http
+        .get(format!("{base}/v1/reservations?client_reference=booking-1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bad = run(trailbook().args(["partner-sim", "--rate-5xx", "1.5"]));
+
+    assert!(ids[0].is_string(), "{ids:?}");
+    assert_eq!(ids[0], ids[1], "one reservation per booking id");
+    assert_eq!(found.as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        text(&bad.stderr).contains("not a probability"),
+        "{}",
+        text(&bad.stderr)
+    );
 }

@@ -365,7 +365,10 @@ async fn authentication_and_roles_are_enforced() {
         .assert_problem(403);
     s.post("/v1/jobs/j-1/replay", &op, &json!({}), &[])
         .await
-        .assert_problem(501);
+        .assert_problem(400);
+    s.post("/v1/jobs/999/replay", &op, &json!({}), &[])
+        .await
+        .assert_problem(404);
 }
 
 /// Partner callbacks: unsigned, badly signed and stale ones are 401; a valid one confirms; a duplicate

@@ -83,7 +83,13 @@ async fn serve_projects_in_process_and_rebuilds_on_an_operators_request() {
         let reply = server.get("/v1/projections", &operator).await;
         assert_eq!(reply.status, 200, "{:?}", reply.body);
         let list = reply.body.as_array().unwrap().clone();
-        if list.len() == 4 && list.iter().all(|p| p["position"] == head) {
+        // The workers keep writing for a moment (the partner confirms each booking): wait until every
+        // projection has caught up with a head at or beyond the bookings.
+        if list.len() == 4
+            && list
+                .iter()
+                .all(|p| p["lag_events"] == 0 && p["position"].as_i64().unwrap() >= head)
+        {
             break list;
         }
         assert!(start.elapsed() < Duration::from_secs(20), "{list:#?}");
@@ -131,7 +137,7 @@ async fn serve_projects_in_process_and_rebuilds_on_an_operators_request() {
 
     // Assert
     for p in &statuses {
-        assert_eq!(p["head_position"], head, "{p:?}");
+        assert!(p["head_position"].as_i64().unwrap() >= head, "{p:?}");
         assert_eq!(p["lag_events"], 0, "{p:?}");
         assert!(p["leader"].is_string(), "{p:?}");
     }
@@ -142,8 +148,14 @@ async fn serve_projects_in_process_and_rebuilds_on_an_operators_request() {
     assert_eq!(location, "/v1/projections/bookings/rebuild");
     assert_eq!(started.body["status"], "running");
     assert_eq!(finished["status"], "swapped", "{finished:?}");
-    assert_eq!(finished["events_applied"], head);
-    assert_eq!(finished["position"], finished["head_position"]);
+    assert!(
+        finished["events_applied"].as_i64().unwrap() >= 20,
+        "{finished:?}"
+    );
+    assert!(
+        finished["position"].as_i64().unwrap() >= head,
+        "{finished:?}"
+    );
     assert_eq!(count(&server, "select count(*) from rm_bookings").await, 20);
     assert_eq!(
         count(&server, "select count(*) from pg_tables where tablename like '%\\_rebuild' or tablename like '%\\_old'").await,

@@ -407,7 +407,19 @@ async fn booking_changed_streams_each_new_state_over_websocket() {
             &[],
         )
         .await;
-    let second = next(&mut ws).await;
+    // The workers may move the booking (partner_pending, confirmed) before or after the cancel: read
+    // each new state until the cancelled one, versions only growing.
+    let mut versions = vec![first["payload"]["data"]["bookingChanged"]["version"]
+        .as_i64()
+        .unwrap()];
+    let second = loop {
+        let message = next(&mut ws).await;
+        let changed = &message["payload"]["data"]["bookingChanged"];
+        versions.push(changed["version"].as_i64().unwrap());
+        if changed["status"] == "CANCELLED" {
+            break message;
+        }
+    };
 
     assert!(ack.to_text().unwrap().contains("connection_ack"), "{ack:?}");
     assert_eq!(first["type"], "next", "{first}");
@@ -416,9 +428,10 @@ async fn booking_changed_streams_each_new_state_over_websocket() {
         json!({"status": "REQUESTED", "version": 1})
     );
     assert_eq!(cancel.status, 200);
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     assert_eq!(
-        second["payload"]["data"]["bookingChanged"],
-        json!({"status": "CANCELLED", "version": 2})
+        second["payload"]["data"]["bookingChanged"]["status"],
+        "CANCELLED"
     );
 }
 
@@ -461,13 +474,20 @@ async fn graphiql_is_served() {
     );
 }
 
-/// The status board lists a booking stuck longer than its rule (`TRAILBOOK_STUCK_RULES`) with its age,
-/// and counts it; the counts follow a cancel.
+/// The status board lists a booking stuck longer than its rule (`TRAILBOOK_STUCK_RULES`) with its age
+/// (its partner never answers), and counts it; the counts follow a cancel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_board_lists_stuck_items_by_configured_rule() {
     let s = Server::start_part(
         "serve",
-        &[("TRAILBOOK_STUCK_RULES", "booking:requested=1s")],
+        &[
+            (
+                "TRAILBOOK_STUCK_RULES",
+                "booking:requested=1s,booking:partner_pending=1s",
+            ),
+            // Nobody answers there: the live booking waits for its partner.
+            ("TRAILBOOK_PARTNER_URL", "http://127.0.0.1:9"),
+        ],
     )
     .await;
     let stuck = s
@@ -498,17 +518,20 @@ async fn the_status_board_lists_stuck_items_by_configured_rule() {
         .await;
 
     let board = &board["data"]["statusBoard"];
-    assert_eq!(
-        board["counts"],
-        json!([
-            {"aggregateType": "BOOKING", "status": "cancelled", "count": 1},
-            {"aggregateType": "BOOKING", "status": "requested", "count": 1}
-        ])
+    let counts = board["counts"].as_array().unwrap();
+    assert!(
+        counts.contains(&json!({"aggregateType": "BOOKING", "status": "cancelled", "count": 1})),
+        "{board}"
     );
+    let total: i64 = counts.iter().map(|c| c["count"].as_i64().unwrap()).sum();
+    assert_eq!(total, 2, "{board}");
     let items = board["stuck"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{board}");
     assert_eq!(items[0]["id"], stuck.body["booking_id"]);
-    assert_eq!(items[0]["status"], "requested");
+    assert!(
+        items[0]["status"] == "requested" || items[0]["status"] == "partner_pending",
+        "{board}"
+    );
     assert!(items[0]["ageSeconds"].as_f64().unwrap() >= 1.0, "{board}");
 }
 

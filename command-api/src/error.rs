@@ -53,9 +53,6 @@ pub enum ApiError {
     /// 429: too many requests for this token; retry after the given seconds.
     #[error("rate limit exceeded; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
-    /// 501: the route belongs to a part of trailbook not built yet.
-    #[error("{0}")]
-    NotImplemented(String),
     /// 503: the database is unreachable or overloaded; retry later.
     #[error("the database is unavailable; retry later")]
     Unavailable,
@@ -106,7 +103,6 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -124,7 +120,6 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
-            Self::NotImplemented(_) => "not_implemented",
             Self::Unavailable => "database_unavailable",
             Self::Internal(_) => "internal",
         }

@@ -15,16 +15,65 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::AppState;
 
-/// Replay a dead-lettered job (operator). Available once the workers land.
+/// A replayed job (`POST /v1/jobs/{id}/replay`).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayedJob {
+    pub id: i64,
+    /// The handler that runs it, e.g. `partner.reserve`.
+    pub kind: String,
+    pub queue: String,
+    /// `queued`: it runs again as soon as a worker of its queue is free.
+    pub state: String,
+    /// Attempts it now has before it is dead again.
+    pub max_attempts: i32,
+    /// How often an operator replayed it, this time included.
+    pub replays: i32,
+    pub last_error: Option<String>,
+}
+
+/// Put a failed or dead job back in its queue with a fresh set of attempts (operator). Every earlier
+/// attempt stays in the job's execution log.
 #[utoipa::path(post, path = "/v1/jobs/{id}/replay", tag = "operations",
-    params(("id" = String, Path)),
-    responses((status = 401), (status = 403), (status = 501, description = "the workers are not built yet")),
+    params(("id" = i64, Path, description = "the job's id")),
+    responses(
+        (status = 200, body = ReplayedJob, description = "queued again"),
+        (status = 400, description = "the id is not a number"),
+        (status = 401), (status = 403),
+        (status = 404, description = "no such job"),
+        (status = 409, description = "the job is not failed or dead")),
     security(("bearer" = [])))]
-pub async fn replay_job(caller: Caller, Path(_id): Path<String>) -> Result<Response, ApiError> {
+pub async fn replay_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ReplayedJob>, ApiError> {
     caller.require(&[Role::Operator], "replay jobs")?;
-    Err(ApiError::NotImplemented(
-        "job replay arrives with the workers".into(),
-    ))
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("job id `{id}` is not a number")))?;
+    let job = workers::jobs::replay(state.store.pool(), id)
+        .await
+        .map_err(|e| match e {
+            workers::Error::JobNotFound(_) => ApiError::NotFound(e.to_string()),
+            workers::Error::NotReplayable { .. } => ApiError::Conflict {
+                code: "not_replayable",
+                detail: e.to_string(),
+                extra: serde_json::Map::new(),
+            },
+            workers::Error::Database(e) => store::Error::from(e).into(),
+            workers::Error::Store(e) => e.into(),
+            other => ApiError::internal(other),
+        })?;
+    tracing::info!(job_id = id, kind = %job.kind, operator = %caller.0.subject, "job replayed");
+    Ok(Json(ReplayedJob {
+        id: job.id,
+        kind: job.kind,
+        queue: job.queue,
+        state: job.state,
+        max_attempts: job.max_attempts,
+        replays: job.replays,
+        last_error: job.last_error,
+    }))
 }
 
 /// Where a projection's rebuild stands (`GET`/`POST /v1/projections/{name}/rebuild`).

@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - `http`: the axum routes, bearer tokens into the request, error codes on validation failures.
-//! - `query`: the query root and its connections; `feed`: the live feed and the subscription root.
+//! - `query`: the query root and its connections; `jobs`: jobs and their execution log; `feed`: the live
+//!   feed and the subscription root.
 //! - `read`: folding one aggregate, reading one read-model row, keyset-paginated lists.
 //! - `types`: the GraphQL object types; `auth`: who may read what; `error`: [`error::QueryError`].
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod auth;
 pub mod error;
 pub mod feed;
 mod http;
+pub mod jobs;
 pub mod query;
 pub mod read;
 pub mod types;
@@ -80,16 +82,24 @@ pub fn schema(store: EventStore, config: Config) -> QuerySchema {
         config: Arc::new(config),
         feed,
     };
-    Schema::build(query::QueryRoot, EmptyMutation, feed::SubscriptionRoot)
-        .data(state)
-        .limit_depth(depth)
-        .limit_complexity(complexity)
-        .finish()
+    Schema::build(
+        query::QueryRoot::default(),
+        EmptyMutation,
+        feed::SubscriptionRoot,
+    )
+    .data(state)
+    .limit_depth(depth)
+    .limit_complexity(complexity)
+    .finish()
 }
 
 /// The schema in SDL, as checked into the repository as `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(query::QueryRoot, EmptyMutation, feed::SubscriptionRoot)
-        .finish()
-        .sdl()
+    Schema::build(
+        query::QueryRoot::default(),
+        EmptyMutation,
+        feed::SubscriptionRoot,
+    )
+    .finish()
+    .sdl()
 }

@@ -16,7 +16,12 @@ use crate::types::{
 };
 use crate::QueryState;
 
-pub struct QueryRoot;
+/// The query root: the reads of this module merged with the jobs of [`crate::jobs`].
+#[derive(async_graphql::MergedObject, Default)]
+pub struct QueryRoot(CoreQuery, crate::jobs::JobsQuery);
+
+#[derive(Default)]
+pub struct CoreQuery;
 
 /// Which bookings to list; every field narrows the list.
 #[derive(Debug, Default, InputObject)]
@@ -41,7 +46,7 @@ pub struct VisitFilter {
 }
 
 #[Object]
-impl QueryRoot {
+impl CoreQuery {
     /// One booking: from the read model (`EVENTUAL`, after `minPosition` if given), or folded from the
     /// event store (`STRONG`, or as it was at `atVersion` / `asOf`; those reads are audited). Null when it
     /// does not exist (then) or is not the caller's.
@@ -273,7 +278,17 @@ pub(crate) async fn read_board(state: &QueryState) -> Result<StatusBoard, QueryE
     .fetch_one(pool)
     .await?;
     let board = projector::board(pool, &state.config.stuck_rules, Utc::now(), 200).await?;
-    Ok(StatusBoard::from_board(board, position))
+    let jobs = workers::jobs::counts(pool)
+        .await
+        .map_err(crate::jobs::job_error)?
+        .into_iter()
+        .map(|(queue, state, count)| crate::jobs::JobCount {
+            queue,
+            state,
+            count,
+        })
+        .collect();
+    Ok(StatusBoard::from_board(board, position, jobs))
 }
 
 /// The body of `booking` and `visit`.
@@ -323,7 +338,7 @@ async fn one<A: Readable>(
     Ok(found.filter(|s| scope.is_none_or(|subject| s.state.owner() == subject)))
 }
 
-fn page_size(state: &QueryState, first: Option<i32>) -> Result<i64, QueryError> {
+pub(crate) fn page_size(state: &QueryState, first: Option<i32>) -> Result<i64, QueryError> {
     let cap = state.config.max_page_size;
     match first {
         None => Ok(20.min(cap)),

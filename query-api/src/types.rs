@@ -342,10 +342,16 @@ pub struct StatusBoard {
     pub stuck: Vec<StuckItem>,
     /// The position the board reflects (the status_board projection's checkpoint).
     pub position: i64,
+    /// Jobs by queue and state (a `dead` count above zero needs an operator).
+    pub jobs: Vec<crate::jobs::JobCount>,
 }
 
 impl StatusBoard {
-    pub fn from_board(board: projector::Board, position: i64) -> Self {
+    pub fn from_board(
+        board: projector::Board,
+        position: i64,
+        jobs: Vec<crate::jobs::JobCount>,
+    ) -> Self {
         Self {
             counts: board
                 .counts
@@ -374,6 +380,7 @@ impl StatusBoard {
                 })
                 .collect(),
             position,
+            jobs,
         }
     }
 }
