@@ -909,3 +909,39 @@ async fn expired_idempotency_keys_are_not_replayed_and_cannot_create_twice() {
         .unwrap();
     assert_eq!(bookings, 1);
 }
+
+/// Text PostgreSQL cannot store (a NUL character) is the client's error, in a body or in a path, never a
+/// 500 (found by the fuzz test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_are_refused_as_bad_input() {
+    let s = Server::start().await;
+    let ada = s.client("ada");
+    let created = s
+        .create_booking("ada", "nul-1", &booking_body("room-nul", 1))
+        .await;
+    let id = created.body["booking_id"].as_str().unwrap().to_string();
+
+    let body = s
+        .post(
+            &format!("/v1/bookings/{id}/cancel"),
+            &ada,
+            &json!({"reason": "bad\u{0}reason"}),
+            &[],
+        )
+        .await;
+    let nested = s
+        .create_booking("ada", "nul-2", &{
+            let mut b = booking_body("room-nul-2", 5);
+            b["customer"]["name"] = json!("A\u{0}da");
+            b
+        })
+        .await;
+    let path = s.get("/v1/bookings/a%00b", &ada).await;
+
+    body.assert_problem(422);
+    assert_eq!(body.body["field"], "reason", "{:?}", body.body);
+    nested.assert_problem(422);
+    assert_eq!(nested.body["field"], "customer.name", "{:?}", nested.body);
+    assert!(path.status == 404 || path.status == 422, "{:?}", path);
+    assert_ne!(path.status, 500);
+}

@@ -570,3 +570,17 @@ async fn sigterm_stops_serve_despite_an_open_subscription() {
     let status = status.expect("serve exits within 30 s of SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+/// An id with a NUL character is bad input, not an internal error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_character_in_an_argument_is_bad_input() {
+    let s = Server::serve().await;
+    let answer = s
+        .graphql(
+            Some(&s.operator()),
+            "query($id: ID!) { booking(id: $id, consistency: STRONG) { id } }",
+            json!({"id": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(code(&answer), "BAD_USER_INPUT", "{answer}");
+}

@@ -217,6 +217,12 @@ impl From<store::Error> for ApiError {
         if e.is_unavailable() {
             tracing::warn!(error = %e, "database unavailable");
             Self::Unavailable
+        } else if e.is_unstorable_text() {
+            Self::Unprocessable {
+                code: "invalid_value",
+                detail: "text must not contain the NUL character (\\u0000)".into(),
+                field: None,
+            }
         } else {
             Self::internal(e)
         }

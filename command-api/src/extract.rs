@@ -51,8 +51,21 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Json<T> {
     }
 }
 
-/// Deserializes JSON, naming the path of the offending field on failure.
+/// Deserializes JSON, naming the path of the offending field on failure. Text with a NUL character is
+/// refused (422): PostgreSQL cannot store it in `jsonb` or `text`, so it could never be recorded.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.windows(6).any(|w| w == b"\\u0000") {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            if let Some(path) = nul_path(&value, String::new()) {
+                let shown = if path.is_empty() { "the body".to_string() } else { format!("`{path}`") };
+                return Err(ApiError::Unprocessable {
+                    code: "invalid_value",
+                    detail: format!("{shown} must not contain the NUL character (\\u0000)"),
+                    field: Some(path),
+                });
+            }
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -71,6 +84,32 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ApiError::bad_request("invalid JSON body: trailing characters after the value")
     })?;
     Ok(value)
+}
+
+/// The path of the first string (or key) holding a NUL character.
+fn nul_path(value: &serde_json::Value, path: String) -> Option<String> {
+    let join = |key: &str| {
+        if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match value {
+        serde_json::Value::String(text) => text.contains('\0').then_some(path),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_path(item, format!("{path}[{i}]"))),
+        serde_json::Value::Object(fields) => fields.iter().find_map(|(key, item)| {
+            if key.contains('\0') {
+                Some(join(key))
+            } else {
+                nul_path(item, join(key))
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// serde_json appends " at line L column C"; keep the message short and stable.

@@ -98,6 +98,8 @@ impl From<store::Error> for QueryError {
         if e.is_unavailable() {
             tracing::warn!(error = %e, "database unavailable");
             Self::Unavailable
+        } else if e.is_unstorable_text() {
+            Self::bad_input("id", "text must not contain the NUL character (\\u0000)")
         } else {
             let id = error_id();
             tracing::error!(error_id = %id, error = %command_api::error::chain(&e), "query failed");

@@ -63,6 +63,18 @@ impl Error {
             _ => false,
         }
     }
+
+    /// True when PostgreSQL refused a value the caller sent: text with a NUL character (22021 in a
+    /// `text` parameter, 22P05 inside `jsonb`). Callers should answer "bad input", not "internal error".
+    pub fn is_unstorable_text(&self) -> bool {
+        match self {
+            Error::Database(e) => e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "22021" || c == "22P05"),
+            _ => false,
+        }
+    }
 }
 
 /// SQLSTATEs that mean "the database cannot serve us now" rather than "this request is wrong": connection
