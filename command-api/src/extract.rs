@@ -57,7 +57,11 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.windows(6).any(|w| w == b"\\u0000") {
         if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes) {
             if let Some(path) = nul_path(&value, String::new()) {
-                let shown = if path.is_empty() { "the body".to_string() } else { format!("`{path}`") };
+                let shown = if path.is_empty() {
+                    "the body".to_string()
+                } else {
+                    format!("`{path}`")
+                };
                 return Err(ApiError::Unprocessable {
                     code: "invalid_value",
                     detail: format!("{shown} must not contain the NUL character (\\u0000)"),
