@@ -376,28 +376,13 @@ async fn booking_changed_streams_each_new_state_over_websocket() {
         .create_booking("gina", "ws-1", &booking_body("room-ws", 1))
         .await;
     let id = created.body["booking_id"].as_str().unwrap().to_string();
-    let url = s.graphql.as_deref().unwrap().replace("http://", "ws://");
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let send = |v: Value| Message::Text(v.to_string().into());
-    ws.send(send(json!({"type": "connection_init",
-        "payload": {"Authorization": format!("Bearer {}", s.client("gina"))}})))
-        .await
-        .unwrap();
-    let ack = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .expect("an ack within 10 s")
-        .unwrap()
-        .unwrap();
-    ws.send(send(json!({"id": "1", "type": "subscribe", "payload": {
-        "query": "subscription($id: ID!) { bookingChanged(id: $id) { status version } }",
-        "variables": {"id": id}}})))
-        .await
-        .unwrap();
+    let (mut ws, ack) = subscribe(
+        &s,
+        &s.client("gina"),
+        "subscription($id: ID!) { bookingChanged(id: $id) { status version } }",
+        json!({"id": id}),
+    )
+    .await;
     let first = next(&mut ws).await;
     let cancel = s
         .post(
@@ -437,6 +422,32 @@ async fn booking_changed_streams_each_new_state_over_websocket() {
 
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a graphql-transport-ws connection as `token`, waits for the ack, and subscribes with `query`.
+async fn subscribe(s: &Server, token: &str, query: &str, variables: Value) -> (Socket, Message) {
+    let url = s.graphql.as_deref().unwrap().replace("http://", "ws://");
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let send = |v: Value| Message::Text(v.to_string().into());
+    ws.send(send(json!({"type": "connection_init",
+        "payload": {"Authorization": format!("Bearer {token}")}})))
+        .await
+        .unwrap();
+    let ack = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("an ack within 10 s")
+        .unwrap()
+        .unwrap();
+    ws.send(send(json!({"id": "1", "type": "subscribe",
+        "payload": {"query": query, "variables": variables}})))
+        .await
+        .unwrap();
+    (ws, ack)
+}
 
 /// The next message that is not the `connection_ack`.
 async fn next(ws: &mut Socket) -> Value {
@@ -544,24 +555,13 @@ async fn sigterm_stops_serve_despite_an_open_subscription() {
         .create_booking("ivy", "sig-1", &booking_body("room-sig", 1))
         .await;
     let id = created.body["booking_id"].as_str().unwrap().to_string();
-    let url = s.graphql.as_deref().unwrap().replace("http://", "ws://");
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let send = |v: Value| Message::Text(v.to_string().into());
-    ws.send(send(json!({"type": "connection_init",
-        "payload": {"Authorization": format!("Bearer {}", s.client("ivy"))}})))
-        .await
-        .unwrap();
-    let _ack = ws.next().await;
-    ws.send(send(json!({"id": "1", "type": "subscribe", "payload": {
-        "query": "subscription($id: ID!) { bookingChanged(id: $id) { status } }",
-        "variables": {"id": id}}})))
-        .await
-        .unwrap();
+    let (mut ws, _ack) = subscribe(
+        &s,
+        &s.client("ivy"),
+        "subscription($id: ID!) { bookingChanged(id: $id) { status } }",
+        json!({"id": id}),
+    )
+    .await;
     let first = next(&mut ws).await;
 
     let status = tokio::task::block_in_place(|| s.terminate(Duration::from_secs(30)));
