@@ -638,8 +638,7 @@ async fn serve_until_signal(
         None => None,
     };
 
-    if let Some((listener, state)) = command {
-        let local = local_addr(&listener)?;
+    if let (Some((listener, state)), Some(local)) = (command, command_local) {
         tracing::info!(url = %format!("http://{local}"), "REST command API listening");
         println!("trailbook REST:    http://{local}");
         let purger = tokio::spawn(purge_idempotency_keys(db.pool.clone()));

@@ -35,6 +35,13 @@ impl QueryError {
         }
     }
 
+    /// An internal error: its cause chain is logged under a new error id, which is all the client sees.
+    pub fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
+        let id = uuid::Uuid::now_v7().to_string();
+        tracing::error!(error_id = %id, error = %command_api::error::chain(e), "query failed");
+        Self::Internal(id)
+    }
+
     /// The message clients see.
     pub fn message(&self) -> String {
         match self {
@@ -101,9 +108,7 @@ impl From<store::Error> for QueryError {
         } else if e.is_unstorable_text() {
             Self::bad_input("id", "text must not contain the NUL character (\\u0000)")
         } else {
-            let id = error_id();
-            tracing::error!(error_id = %id, error = %command_api::error::chain(&e), "query failed");
-            Self::Internal(id)
+            Self::internal(&e)
         }
     }
 }
@@ -119,18 +124,9 @@ impl From<projector::Error> for QueryError {
         match e {
             projector::Error::Store(e) => e.into(),
             projector::Error::Database(e) => e.into(),
-            other => {
-                let id = error_id();
-                tracing::error!(error_id = %id, error = %other, "query failed");
-                Self::Internal(id)
-            }
+            other => Self::internal(&other),
         }
     }
-}
-
-/// An id that ties an internal error's answer to its log line.
-fn error_id() -> String {
-    uuid::Uuid::now_v7().to_string()
 }
 
 /// `Result` of resolvers.

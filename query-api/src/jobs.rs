@@ -182,11 +182,7 @@ pub(crate) fn job_error(e: workers::Error) -> QueryError {
     match e {
         workers::Error::Database(e) => e.into(),
         workers::Error::Store(e) => e.into(),
-        other => {
-            let id = uuid::Uuid::now_v7().to_string();
-            tracing::error!(error_id = %id, error = %other, "jobs query failed");
-            QueryError::Internal(id)
-        }
+        other => QueryError::internal(&other),
     }
 }
 

@@ -90,7 +90,6 @@ impl CoreQuery {
         min_position: Option<i64>,
     ) -> Result<BookingConnection> {
         let filter = filter.unwrap_or_default();
-        let had_after = after.is_some();
         let mut equals = Vec::new();
         if let Some(status) = filter.status {
             equals.push((
@@ -106,24 +105,15 @@ impl CoreQuery {
         if let Some(customer) = filter.customer {
             equals.push(("customer_email", customer.trim().to_owned()));
         }
-        let query = list_query::<domain::Booking>(
+        list::<domain::Booking>(
             ctx,
             equals,
             (filter.created_from, filter.created_to),
             first,
             after,
-        )?;
-        wait_for(ctx, "bookings", min_position).await?;
-        let state = ctx.data::<QueryState>()?;
-        let page = query
-            .page::<domain::Booking>(state.store.pool(), &state.store)
-            .await?;
-        Ok(Connection::new(
-            query,
-            page.items,
-            page.has_next_page,
-            had_after,
-        ))
+            min_position,
+        )
+        .await
     }
 
     /// Visits, newest first (clients see their own).
@@ -137,7 +127,6 @@ impl CoreQuery {
         min_position: Option<i64>,
     ) -> Result<VisitConnection> {
         let filter = filter.unwrap_or_default();
-        let had_after = after.is_some();
         let mut equals = Vec::new();
         if let Some(status) = filter.status {
             equals.push((
@@ -148,24 +137,15 @@ impl CoreQuery {
         if let Some(clinician) = filter.clinician {
             equals.push(("clinician", clinician));
         }
-        let query = list_query::<domain::Visit>(
+        list::<domain::Visit>(
             ctx,
             equals,
             (filter.created_from, filter.created_to),
             first,
             after,
-        )?;
-        wait_for(ctx, "visits", min_position).await?;
-        let state = ctx.data::<QueryState>()?;
-        let page = query
-            .page::<domain::Visit>(state.store.pool(), &state.store)
-            .await?;
-        Ok(Connection::new(
-            query,
-            page.items,
-            page.has_next_page,
-            had_after,
-        ))
+            min_position,
+        )
+        .await
     }
 
     /// Every stored event of one booking or visit, oldest first, with who did it and why (support only;
@@ -350,21 +330,22 @@ pub(crate) fn page_size(state: &QueryState, first: Option<i32>) -> Result<i64, Q
     }
 }
 
-fn list_query<A: Readable>(
+/// The body of `bookings` and `visits`: the caller's scope and the filters into a [`ListQuery`], the
+/// wait for `minPosition`, and one page of the read model.
+async fn list<A: Readable>(
     ctx: &Context<'_>,
     mut equals: Vec<(&'static str, String)>,
     (created_from, created_to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     first: Option<i32>,
     after: Option<String>,
-) -> Result<ListQuery, QueryError> {
+    min_position: Option<i64>,
+) -> Result<Connection<A>> {
     let scope = auth::scope(ctx)?;
-    let state = ctx
-        .data::<QueryState>()
-        .map_err(|e| QueryError::Internal(e.message))?;
+    let state = ctx.data::<QueryState>()?;
     if let Some(subject) = scope {
         equals.push(("owner", subject.to_owned()));
     }
-    Ok(ListQuery {
+    let query = ListQuery {
         table: A::TABLE,
         id_column: A::ID_COLUMN,
         equals,
@@ -372,6 +353,13 @@ fn list_query<A: Readable>(
         created_to,
         after: after.as_deref().map(Cursor::decode).transpose()?,
         first: page_size(state, first)?,
+    };
+    wait_for(ctx, A::PROJECTION, min_position).await?;
+    let page = query.page::<A>(&state.store).await?;
+    Ok(Connection {
+        query,
+        items: page.items,
+        has_next_page: page.has_next_page,
     })
 }
 
@@ -449,28 +437,14 @@ pub struct Connection<A> {
     query: ListQuery,
     items: Vec<(Cursor, crate::types::Stamped<A>)>,
     has_next_page: bool,
-    has_previous_page: bool,
 }
 
 impl<A> Connection<A> {
-    fn new(
-        query: ListQuery,
-        items: Vec<(Cursor, crate::types::Stamped<A>)>,
-        has_next_page: bool,
-        has_previous_page: bool,
-    ) -> Self {
-        Self {
-            query,
-            items,
-            has_next_page,
-            has_previous_page,
-        }
-    }
-
     fn info(&self) -> PageInfo {
         PageInfo {
             has_next_page: self.has_next_page,
-            has_previous_page: self.has_previous_page,
+            // A page asked for with a cursor has pages before it.
+            has_previous_page: self.query.after.is_some(),
             start_cursor: self.items.first().map(|(c, _)| c.encode()),
             end_cursor: self.items.last().map(|(c, _)| c.encode()),
         }

@@ -236,11 +236,7 @@ impl ListQuery {
     }
 
     /// One page, and whether another follows.
-    pub async fn page<A: Readable>(
-        &self,
-        pool: &PgPool,
-        store: &EventStore,
-    ) -> Result<Page<A>, QueryError> {
+    pub async fn page<A: Readable>(&self, store: &EventStore) -> Result<Page<A>, QueryError> {
         #[derive(sqlx::FromRow)]
         struct ListRow {
             id: String,
@@ -250,7 +246,7 @@ impl ListQuery {
         let rows: Vec<ListRow> = self
             .page_builder("")
             .build_query_as()
-            .fetch_all(pool)
+            .fetch_all(store.pool())
             .await?;
         let has_next_page = rows.len() as i64 > self.first;
         let mut items = Vec::with_capacity(rows.len());
