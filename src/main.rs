@@ -111,6 +111,27 @@ struct ServeArgs {
     api: ApiArgs,
     #[command(flatten)]
     query: QueryArgs,
+    #[command(flatten)]
+    mail: MailArgs,
+}
+
+/// How report e-mails are sent (workers).
+#[derive(Debug, Args)]
+struct MailArgs {
+    /// SMTP relay URL (`smtp://`, `smtps://`, `?tls=required` for STARTTLS); without it e-mails are
+    /// written as .eml files under <data dir>/mail.
+    #[arg(long, env = "TRAILBOOK_SMTP_URL", hide_env_values = true)]
+    smtp_url: Option<String>,
+    /// The From mailbox of report e-mails.
+    #[arg(
+        long,
+        env = "TRAILBOOK_MAIL_FROM",
+        default_value = "trailbook <reports@trailbook.local>"
+    )]
+    mail_from: String,
+    /// Fault injection for demos: probability that a successful send reports a timeout.
+    #[arg(long, env = "TRAILBOOK_MAIL_TIMEOUT_AFTER_SUCCESS", default_value_t = 0.0, value_parser = probability)]
+    mail_timeout_after_success: f64,
 }
 
 /// Settings of the GraphQL query API.
@@ -257,6 +278,8 @@ struct WorkersArgs {
         default_value = "http://127.0.0.1:8090"
     )]
     partner_url: String,
+    #[command(flatten)]
+    mail: MailArgs,
 }
 
 #[derive(Debug, Args)]
@@ -702,11 +725,7 @@ async fn serve_until_signal(
             (None, None) => workers::service::ServiceConfig::default().partner_url,
         };
         let pool = db.pool.clone();
-        let config = workers::service::ServiceConfig {
-            partner_url,
-            store: store_config(db_args),
-            ..workers::service::ServiceConfig::default()
-        };
+        let config = service_config(db_args, partner_url, &args.mail)?;
         let stopped = stop.stopped();
         tasks.push((
             "workers",
@@ -796,14 +815,39 @@ fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Failure>
         .map_err(|e| Failure::usage(format!("cannot read the listening address: {e}")))
 }
 
+/// The workers' configuration, checked (mail settings) so that a mistake is exit 2 before anything runs.
+fn service_config(
+    db_args: &DbArgs,
+    partner_url: String,
+    mail: &MailArgs,
+) -> Result<workers::service::ServiceConfig, Failure> {
+    let config = workers::service::ServiceConfig {
+        partner_url,
+        store: store_config(db_args),
+        data_dir: db_args.data_dir.clone(),
+        mail: workers::service::MailConfig {
+            smtp_url: mail.smtp_url.clone(),
+            from: mail.mail_from.clone(),
+            timeout_after_success: mail.mail_timeout_after_success,
+            ..workers::service::MailConfig::default()
+        },
+        ..workers::service::ServiceConfig::default()
+    };
+    config
+        .mail
+        .from_mailbox()
+        .and_then(|_| config.mail.mailer(&config.data_dir))
+        .map_err(|e| Failure::usage(error_chain(&e)))?;
+    Ok(config)
+}
+
 /// `trailbook workers`: the reactor and the job handlers alone, until SIGTERM.
 async fn run_workers(db_args: &DbArgs, args: &WorkersArgs) -> Result<(), Failure> {
     with_migrated_db(db_args, |db| async move {
         tracing::info!(partner_url = %args.partner_url, "workers running");
-        let config = workers::service::ServiceConfig {
-            partner_url: args.partner_url.clone(),
-            store: store_config(db_args),
-            ..workers::service::ServiceConfig::default()
+        let config = match service_config(db_args, args.partner_url.clone(), &args.mail) {
+            Ok(config) => config,
+            Err(e) => return (db, Err(e)),
         };
         let result = workers::service::run(db.pool.clone(), config, telemetry::shutdown_signal())
             .await

@@ -17,15 +17,15 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use domain::booking::{BookingCommand, BookingStatus, PartnerReportedStatus, PartnerSource};
-use domain::values::{Actor, Role};
 use domain::Booking;
 use serde::Deserialize;
 use serde_json::json;
-use store::{CommandContext, CommandError, EventStore, ExecuteOptions};
+use store::{CommandContext, EventStore};
 
 use crate::error::{Error, Result};
 use crate::jobs::Job;
 use crate::worker::{Handler, HandlerError};
+use crate::write_back;
 
 /// A client of the partner API.
 #[derive(Debug, Clone)]
@@ -138,24 +138,7 @@ async fn outcome<T: serde::de::DeserializeOwned>(
 }
 
 fn booking_id(job: &Job) -> std::result::Result<String, HandlerError> {
-    job.payload
-        .get("booking_id")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-        .ok_or_else(|| HandlerError::Permanent("payload has no booking_id".to_owned()))
-}
-
-fn context(job: &Job) -> CommandContext {
-    CommandContext {
-        correlation_id: format!("job-{}", job.id),
-        causation_id: job
-            .payload
-            .pointer("/cause/global_position")
-            .map(|p| format!("event-{p}")),
-        actor: Some(Actor::new("workers", Role::Operator)),
-        idempotency_key: None,
-        command: Some(job.kind.clone()),
-    }
+    write_back::payload_str(job, "booking_id")
 }
 
 fn reported(status: &str) -> Option<PartnerReportedStatus> {
@@ -173,22 +156,11 @@ async fn execute(
     command: BookingCommand,
     context: &CommandContext,
 ) -> std::result::Result<(), HandlerError> {
-    match store
-        .execute::<Booking>(id, command, &(), context, ExecuteOptions::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(e.to_string())),
-        Err(e) => Err(HandlerError::Retry(e.to_string())),
-    }
+    write_back::execute::<Booking>(store, id, command, context).await
 }
 
 async fn load(store: &EventStore, id: &str) -> std::result::Result<Booking, HandlerError> {
-    store
-        .load::<Booking>(id)
-        .await
-        .map(|l| l.state)
-        .map_err(|e| HandlerError::Retry(e.to_string()))
+    write_back::load::<Booking>(store, id).await
 }
 
 async fn record_answer(
@@ -231,7 +203,7 @@ pub struct ReserveHandler {
 impl Handler for ReserveHandler {
     async fn handle(&self, job: &Job) -> std::result::Result<(), HandlerError> {
         let id = booking_id(job)?;
-        let context = context(job);
+        let context = write_back::context(job);
         let booking = load(&self.store, &id).await?;
         if !waiting_for_partner(&booking) {
             return Ok(());
@@ -270,7 +242,7 @@ pub struct ReconcileHandler {
 impl Handler for ReconcileHandler {
     async fn handle(&self, job: &Job) -> std::result::Result<(), HandlerError> {
         let id = booking_id(job)?;
-        let context = context(job);
+        let context = write_back::context(job);
         let booking = load(&self.store, &id).await?;
         if !waiting_for_partner(&booking) {
             return Ok(());

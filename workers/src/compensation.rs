@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use chrono::Utc;
 use domain::booking::{BookingCommand, BookingStatus};
-use domain::values::{Actor, Role};
 use domain::Booking;
-use store::{CommandContext, CommandError, EventStore, ExecuteOptions};
+use store::EventStore;
 
 use crate::jobs::Job;
 use crate::worker::{Handler, HandlerError};
+use crate::write_back;
 
 /// A token bucket: `capacity` tokens, refilled at `per_second`.
 #[derive(Debug, Clone)]
@@ -213,22 +213,7 @@ impl CompensateHandler {
         command: BookingCommand,
         job: &Job,
     ) -> Result<(), HandlerError> {
-        let context = CommandContext {
-            correlation_id: format!("job-{}", job.id),
-            causation_id: None,
-            actor: Some(Actor::new("workers", Role::Operator)),
-            idempotency_key: None,
-            command: Some(job.kind.clone()),
-        };
-        match self
-            .store
-            .execute::<Booking>(id, command, &(), &context, ExecuteOptions::default())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(e.to_string())),
-            Err(e) => Err(HandlerError::Retry(e.to_string())),
-        }
+        write_back::execute::<Booking>(&self.store, id, command, &write_back::context(job)).await
     }
 
     /// On the last attempt a transient failure becomes `FailCompensation` and a dead letter.

@@ -10,6 +10,10 @@
 //!   `for update skip locked`, complete, fail with backoff, dead letters, operator replay, listing.
 //! - `backoff`: exponential backoff with jitter.
 //! - `booking_flow`: the `partner.reserve` and `partner.reconcile` handlers and the partner client.
+//! - `visit_effects`: `report.generate` and `report.send`, with the notification log.
+//! - `report`: the deterministic PDF report and the document store under the data dir.
+//! - `mail`: the report e-mail and its transports (files by Message-ID, SMTP, fault injection).
+//! - `write_back`: how handlers record outcomes on aggregates (context, errors sorted into retry/permanent).
 //! - `worker`: the worker loop: handlers by kind, bounded concurrency per queue, lease reclaim, shutdown.
 //! - `reactor`: reads the global log and enqueues jobs, checkpoint and jobs in one transaction.
 //! - `service`: [`service::run`], the reactor and workers with every handler, for the CLI.
@@ -22,10 +26,14 @@ pub mod booking_flow;
 pub mod compensation;
 pub mod error;
 pub mod jobs;
+pub mod mail;
 pub mod partner_sim;
 pub mod reactor;
+pub mod report;
 pub mod service;
+pub mod visit_effects;
 pub mod worker;
+pub mod write_back;
 
 pub use backoff::Backoff;
 pub use error::{Error, Result};

@@ -2,6 +2,8 @@
 //! far. This is what `trailbook workers` and `trailbook serve` call.
 
 use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
@@ -10,8 +12,11 @@ use tokio::sync::watch;
 
 use crate::booking_flow::{PartnerClient, ReconcileHandler, ReserveHandler};
 use crate::compensation::{CompensateHandler, CompensationLimits};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::mail::{FaultyMailer, FileMailer, Mailer, SmtpMailer};
 use crate::reactor::{self, kinds, ReactorConfig};
+use crate::report::DocumentStore;
+use crate::visit_effects::{ReportHandler, SendHandler};
 use crate::worker::{Worker, WorkerConfig};
 
 /// Configuration of a worker process.
@@ -27,6 +32,75 @@ pub struct ServiceConfig {
     pub partner_timeout: Duration,
     pub compensation: CompensationLimits,
     pub store: StoreConfig,
+    /// Reports go to `<data dir>/reports`, e-mails (file transport) to `<data dir>/mail`.
+    pub data_dir: PathBuf,
+    pub mail: MailConfig,
+}
+
+/// How report e-mails are sent.
+#[derive(Clone)]
+pub struct MailConfig {
+    /// SMTP relay URL (`TRAILBOOK_SMTP_URL`); `None` writes `.eml` files under the data dir. Holds a
+    /// password: never logged (this type's `Debug` hides it).
+    pub smtp_url: Option<String>,
+    /// The `From` mailbox (`TRAILBOOK_MAIL_FROM`).
+    pub from: String,
+    /// Per-send timeout of SMTP.
+    pub timeout: Duration,
+    /// Fault injection for demos and the chaos script (`TRAILBOOK_MAIL_TIMEOUT_AFTER_SUCCESS`, 0..1).
+    pub timeout_after_success: f64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        Self {
+            smtp_url: None,
+            from: "trailbook <reports@trailbook.local>".to_owned(),
+            timeout: Duration::from_secs(30),
+            timeout_after_success: 0.0,
+        }
+    }
+}
+
+impl std::fmt::Debug for MailConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MailConfig")
+            .field("smtp_url", &self.smtp_url.as_ref().map(|_| "<set>"))
+            .field("from", &self.from)
+            .field("timeout", &self.timeout)
+            .field("timeout_after_success", &self.timeout_after_success)
+            .finish()
+    }
+}
+
+impl MailConfig {
+    /// The mailer this configuration asks for, writing files under `data_dir/mail` without SMTP.
+    pub fn mailer(&self, data_dir: &std::path::Path) -> Result<Arc<dyn Mailer>> {
+        if !(0.0..=1.0).contains(&self.timeout_after_success) {
+            return Err(Error::Invalid(
+                "TRAILBOOK_MAIL_TIMEOUT_AFTER_SUCCESS must be between 0 and 1".to_owned(),
+            ));
+        }
+        let base: Arc<dyn Mailer> = match &self.smtp_url {
+            Some(url) => Arc::new(SmtpMailer::from_url(url, self.timeout).map_err(Error::Invalid)?),
+            None => Arc::new(FileMailer::new(data_dir.join("mail"))),
+        };
+        Ok(if self.timeout_after_success > 0.0 {
+            Arc::new(FaultyMailer {
+                inner: base,
+                timeout_after_success: self.timeout_after_success,
+            })
+        } else {
+            base
+        })
+    }
+
+    /// The `From` mailbox, or why it is not one.
+    pub fn from_mailbox(&self) -> Result<lettre::message::Mailbox> {
+        self.from
+            .parse()
+            .map_err(|e| Error::Invalid(format!("TRAILBOOK_MAIL_FROM `{}`: {e}", self.from)))
+    }
 }
 
 impl Default for ServiceConfig {
@@ -39,13 +113,14 @@ impl Default for ServiceConfig {
             partner_timeout: Duration::from_secs(5),
             compensation: CompensationLimits::default(),
             store: StoreConfig::default(),
+            data_dir: PathBuf::from(".trailbook"),
+            mail: MailConfig::default(),
         }
     }
 }
 
 /// Runs the reactor and the workers until `shutdown` completes, then lets jobs in flight finish.
-///
-/// Kinds without a handler yet (`report.generate`, `report.send`) stay `queued`, visible to operators.
+/// Fails at once (before any job runs) when the mail settings are invalid.
 pub async fn run(
     pool: PgPool,
     config: ServiceConfig,
@@ -53,6 +128,9 @@ pub async fn run(
 ) -> Result<()> {
     let store = EventStore::new(pool.clone(), config.store.clone());
     let partner = PartnerClient::new(&config.partner_url, config.partner_timeout)?;
+    let mailer = config.mail.mailer(&config.data_dir)?;
+    let from = config.mail.from_mailbox()?;
+    let documents = DocumentStore::new(config.data_dir.join("reports"));
     let worker = Worker::new(pool.clone(), config.worker.clone())
         .register(
             kinds::PARTNER_RESERVE,
@@ -70,7 +148,24 @@ pub async fn run(
         )
         .register(
             kinds::PARTNER_COMPENSATE,
-            CompensateHandler::new(store, partner, config.compensation),
+            CompensateHandler::new(store.clone(), partner, config.compensation),
+        )
+        .register(
+            kinds::REPORT_GENERATE,
+            ReportHandler {
+                store: store.clone(),
+                documents: documents.clone(),
+            },
+        )
+        .register(
+            kinds::REPORT_SEND,
+            SendHandler {
+                store,
+                pool: pool.clone(),
+                documents,
+                mailer,
+                from,
+            },
         );
     let (stop_tx, stop) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {

@@ -1,0 +1,64 @@
+//! How handlers record outcomes on aggregates: the command context of a job, executing a command with its
+//! errors sorted into retry or permanent, and loading the current state.
+
+use domain::values::{Actor, Role};
+use domain::AggregateSchema;
+use store::{CommandContext, CommandError, EventStore, ExecuteOptions};
+
+use crate::jobs::Job;
+use crate::worker::HandlerError;
+
+/// The metadata of events a job writes: correlated by job, caused by the event that enqueued it, by the
+/// `workers` operator.
+pub fn context(job: &Job) -> CommandContext {
+    CommandContext {
+        correlation_id: format!("job-{}", job.id),
+        causation_id: job
+            .payload
+            .pointer("/cause/global_position")
+            .map(|p| format!("event-{p}")),
+        actor: Some(Actor::new("workers", Role::Operator)),
+        idempotency_key: None,
+        command: Some(job.kind.clone()),
+    }
+}
+
+/// Executes `command`; a refusal by the aggregate is permanent, anything else (database, conflicts after
+/// the store's own retries) is retried.
+pub async fn execute<A>(
+    store: &EventStore,
+    id: &str,
+    command: A::Command,
+    context: &CommandContext,
+) -> Result<(), HandlerError>
+where
+    A: AggregateSchema<Services = ()>,
+    A::Command: Clone,
+{
+    match store
+        .execute::<A>(id, command, &(), context, ExecuteOptions::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(CommandError::Rejected(e)) => Err(HandlerError::Permanent(e.to_string())),
+        Err(e) => Err(HandlerError::Retry(e.to_string())),
+    }
+}
+
+/// The current state of `id` (the default state when there is no such stream).
+pub async fn load<A: AggregateSchema>(store: &EventStore, id: &str) -> Result<A, HandlerError> {
+    store
+        .load::<A>(id)
+        .await
+        .map(|l| l.state)
+        .map_err(|e| HandlerError::Retry(e.to_string()))
+}
+
+/// The string field `name` of the job's payload.
+pub fn payload_str(job: &Job, name: &str) -> Result<String, HandlerError> {
+    job.payload
+        .get(name)
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .ok_or_else(|| HandlerError::Permanent(format!("payload has no {name}")))
+}
