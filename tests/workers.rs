@@ -129,3 +129,78 @@ async fn serve_confirms_a_booking_and_operators_see_and_replay_jobs() {
     assert_eq!(after["data"]["job"]["state"], "QUEUED");
     assert_eq!(after["data"]["job"]["attemptCount"], 0);
 }
+
+/// A visit completed through `trailbook serve` gets its PDF report and its e-mail with no help: both files
+/// land in the data dir, the e-mail carries the Message-ID recorded on the visit, and the history shows
+/// the side effects as events caused by the completion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_generates_and_emails_the_report_of_a_completed_visit() {
+    // Arrange
+    let data_dir = std::env::temp_dir().join(format!("trailbook-e2e-{}", uuid::Uuid::now_v7()));
+    let data = data_dir.to_str().unwrap().to_owned();
+    let s = Server::start_part("serve", &[("TRAILBOOK_DATA_DIR", &data)]).await;
+    let op = s.operator();
+    let created = s
+        .post(
+            "/v1/visits",
+            &op,
+            &support::visit_body(),
+            &[("Idempotency-Key", "w-visit-1")],
+        )
+        .await;
+    let id = created.body["visit_id"].as_str().unwrap().to_string();
+
+    // Act
+    for (step, body) in [
+        ("check-in", json!({})),
+        ("start", json!({})),
+        (
+            "complete",
+            json!({"summary": "Common cold. Rest.", "diagnosis_codes": ["J06.9"]}),
+        ),
+    ] {
+        let r = s
+            .post(&format!("/v1/visits/{id}/{step}"), &op, &body, &[])
+            .await;
+        assert_eq!(r.status, 200, "{step}: {:?}", r.body);
+    }
+    let started = Instant::now();
+    let visit = loop {
+        let r = s.get(&format!("/v1/visits/{id}"), &op).await;
+        if r.body["email_status"] == "done" {
+            break r.body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "report {} / e-mail {} after 30 s",
+            r.body["report_status"],
+            r.body["email_status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+
+    // Assert
+    assert_eq!(visit["report_status"], "done");
+    let pdf = std::fs::read(data_dir.join("reports").join(format!("{id}.pdf"))).unwrap();
+    assert!(pdf.starts_with(b"%PDF-"));
+    let mails: Vec<_> = std::fs::read_dir(data_dir.join("mail"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    assert_eq!(mails.len(), 1);
+    let message_id: String =
+        sqlx::query_scalar("select message_id from notifications where aggregate_id = $1")
+            .bind(&id)
+            .fetch_one(&s.db.pool)
+            .await
+            .unwrap();
+    assert!(mails[0].contains(&format!("Message-ID: {message_id}")));
+    assert!(mails[0].contains("grace@example.com"));
+    let events = s.event_types("visit", &id).await;
+    assert_eq!(
+        &events[events.len() - 3..],
+        ["VisitCompleted", "ReportGenerated", "ReportSent"]
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+}

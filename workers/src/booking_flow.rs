@@ -199,10 +199,39 @@ pub struct ReserveHandler {
     pub partner: PartnerClient,
 }
 
+/// A refusal to record a partner outcome because the booking has moved on (a callback confirmed it while
+/// our call timed out, and the customer paid) is not a failure of the job: the outcome was settled by
+/// another path. Anything else stands.
+async fn unless_settled_elsewhere(
+    store: &EventStore,
+    id: &str,
+    result: std::result::Result<(), HandlerError>,
+) -> std::result::Result<(), HandlerError> {
+    let Err(HandlerError::Permanent(reason)) = &result else {
+        return result;
+    };
+    match load(store, id).await {
+        Ok(booking) if booking.exists() && !waiting_for_partner(&booking) => {
+            tracing::info!(booking_id = %id, status = ?booking.status, refused = %reason,
+                "partner outcome already settled by another path; nothing to record");
+            Ok(())
+        }
+        _ => result,
+    }
+}
+
 #[async_trait]
 impl Handler for ReserveHandler {
     async fn handle(&self, job: &Job) -> std::result::Result<(), HandlerError> {
         let id = booking_id(job)?;
+        let result = self.reserve(job, &id).await;
+        unless_settled_elsewhere(&self.store, &id, result).await
+    }
+}
+
+impl ReserveHandler {
+    async fn reserve(&self, job: &Job, id: &str) -> std::result::Result<(), HandlerError> {
+        let id = id.to_owned();
         let context = write_back::context(job);
         let booking = load(&self.store, &id).await?;
         if !waiting_for_partner(&booking) {
@@ -242,6 +271,14 @@ pub struct ReconcileHandler {
 impl Handler for ReconcileHandler {
     async fn handle(&self, job: &Job) -> std::result::Result<(), HandlerError> {
         let id = booking_id(job)?;
+        let result = self.reconcile(job, &id).await;
+        unless_settled_elsewhere(&self.store, &id, result).await
+    }
+}
+
+impl ReconcileHandler {
+    async fn reconcile(&self, job: &Job, id: &str) -> std::result::Result<(), HandlerError> {
+        let id = id.to_owned();
         let context = write_back::context(job);
         let booking = load(&self.store, &id).await?;
         if !waiting_for_partner(&booking) {

@@ -8,6 +8,9 @@
 //! goes through (half-open) and its outcome closes or reopens the breaker. A 429 reschedules the job after
 //! the partner's `Retry-After`. When the last attempt fails, `FailCompensation` is recorded (the booking
 //! shows `compensation_failed`) and the job is dead-lettered, which the dead-letter metric alerts on.
+//!
+//! `partner.release` jobs (a booking cancelled on our side) give the reservation back through the same
+//! bucket and breaker (`CompensateHandler::release`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +22,7 @@ use domain::booking::{BookingCommand, BookingStatus};
 use domain::Booking;
 use store::EventStore;
 
+use crate::booking_flow::CallOutcome;
 use crate::jobs::Job;
 use crate::worker::{Handler, HandlerError};
 use crate::write_back;
@@ -150,7 +154,10 @@ struct PartnerGuard {
     breaker: CircuitBreaker,
 }
 
-/// Runs `partner.compensate`. One instance per process (its buckets and breakers are per process).
+/// Runs `partner.compensate` and `partner.release`: every call that gives a reservation back goes through
+/// the same token bucket and breaker per partner. One instance per process (clones share the buckets and
+/// breakers; register a clone for each kind).
+#[derive(Clone)]
 pub struct CompensateHandler {
     pub store: EventStore,
     partner: crate::booking_flow::PartnerClient,
@@ -238,21 +245,121 @@ impl CompensateHandler {
     }
 }
 
+impl CompensateHandler {
+    /// Lets one call to `partner` go out: refused while its breaker is open, waits (bounded) for a token.
+    async fn admit(&self, partner: &str) -> Result<(), HandlerError> {
+        if let Err(wait) = self.with_guard(partner, |g| g.breaker.allow(Instant::now())) {
+            return Err(HandlerError::RetryAfter {
+                after: wait,
+                message: "circuit breaker open for this partner".to_owned(),
+            });
+        }
+        if let Err(e) = self.take_token(partner).await {
+            // The half-open probe (if this was it) did not go out: let the next one try.
+            self.with_guard(partner, |g| {
+                if g.breaker.state() == BreakerState::HalfOpen {
+                    g.breaker.on_failure(Instant::now());
+                }
+            });
+            return Err(e);
+        }
+        metrics::counter!("trailbook_compensation_calls_total", "partner" => partner.to_owned())
+            .increment(1);
+        Ok(())
+    }
+
+    /// Whether a `partner.reserve` or `partner.reconcile` job of booking `id` is queued, running or waiting
+    /// for a retry.
+    async fn attempt_in_flight(&self, id: &str) -> Result<bool, HandlerError> {
+        sqlx::query_scalar(
+            "select exists (select 1 from jobs
+                 where state in ('queued', 'running', 'failed') and kind = any($2)
+                   and payload->>'booking_id' = $1)",
+        )
+        .bind(id)
+        .bind([
+            crate::reactor::kinds::PARTNER_RESERVE,
+            crate::reactor::kinds::PARTNER_RECONCILE,
+        ])
+        .fetch_one(self.store.pool())
+        .await
+        .map_err(|e| HandlerError::Retry(format!("cannot look for reservation attempts: {e}")))
+    }
+
+    /// Sorts a failed partner call into the job's error, feeding the breaker.
+    fn call_failed<T>(&self, partner: &str, outcome: CallOutcome<T>, what: &str) -> HandlerError {
+        match outcome {
+            CallOutcome::RateLimited(after) => HandlerError::RetryAfter {
+                after,
+                message: format!("partner rate limited the {what}"),
+            },
+            CallOutcome::Unknown(reason) => {
+                self.with_guard(partner, |g| g.breaker.on_failure(Instant::now()));
+                HandlerError::Retry(reason)
+            }
+            CallOutcome::Refused(reason) => HandlerError::Permanent(reason),
+            CallOutcome::Answered(_) => {
+                HandlerError::Retry(format!("unexpected answer to the {what}"))
+            }
+        }
+    }
+
+    /// `partner.release`: a booking cancelled on our side gives its partner reservation back. The booking
+    /// may have been cancelled before the partner answered, so without a known reservation id the partner
+    /// is asked by client reference (the booking id). Recorded as `PartnerReservationReleased`.
+    async fn release(&self, job: &Job, id: &str) -> Result<(), HandlerError> {
+        let booking = write_back::load::<Booking>(&self.store, id).await?;
+        if booking.status != BookingStatus::Cancelled || booking.reservation_released {
+            return Ok(());
+        }
+        let held = match booking.reservation_id.clone() {
+            Some(reservation_id) => Some(reservation_id),
+            None => {
+                // A reservation attempt still in flight could create what the lookup does not see yet:
+                // wait until it has settled (it stops by itself, the booking being cancelled).
+                if self.attempt_in_flight(id).await? {
+                    return Err(HandlerError::Retry(
+                        "a reservation attempt for this booking is still in flight".to_owned(),
+                    ));
+                }
+                self.admit(&booking.partner).await?;
+                match self.partner.lookup(id).await {
+                    CallOutcome::Answered(found) => {
+                        self.with_guard(&booking.partner, |g| g.breaker.on_success());
+                        found
+                            .filter(|r| r.status != "cancelled")
+                            .map(|r| r.reservation_id)
+                    }
+                    other => return Err(self.call_failed(&booking.partner, other, "lookup")),
+                }
+            }
+        };
+        if let Some(reservation_id) = &held {
+            self.admit(&booking.partner).await?;
+            match self.partner.cancel(reservation_id).await {
+                // 2xx, or 404 (the partner holds no such reservation): released either way.
+                CallOutcome::Answered(_) | CallOutcome::Refused(_) => {
+                    self.with_guard(&booking.partner, |g| g.breaker.on_success());
+                }
+                other => return Err(self.call_failed(&booking.partner, other, "cancellation")),
+            }
+        }
+        tracing::info!(booking_id = %id, reservation_id = ?held, "partner reservation of a cancelled booking released");
+        let command = BookingCommand::RecordReservationReleased {
+            reservation_id: held,
+        };
+        write_back::execute::<Booking>(&self.store, id, command, &write_back::context(job)).await
+    }
+}
+
 #[async_trait]
 impl Handler for CompensateHandler {
     async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
-        let id = job
-            .payload
-            .get("booking_id")
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| HandlerError::Permanent("payload has no booking_id".to_owned()))?
-            .to_owned();
-        let booking = self
-            .store
-            .load::<Booking>(&id)
-            .await
-            .map_err(|e| HandlerError::Retry(e.to_string()))?
-            .state;
+        let id = write_back::payload_str(job, "booking_id")?;
+        if job.kind == crate::reactor::kinds::PARTNER_RELEASE {
+            return self.release(job, &id).await;
+        }
+        let booking = write_back::load::<Booking>(&self.store, &id).await?;
         if booking.status != BookingStatus::Compensating {
             return Ok(());
         }
@@ -262,26 +369,10 @@ impl Handler for CompensateHandler {
                 .execute(&id, BookingCommand::CompleteCompensation, job)
                 .await;
         };
-        if let Err(wait) = self.with_guard(&booking.partner, |g| g.breaker.allow(Instant::now())) {
-            return Err(HandlerError::RetryAfter {
-                after: wait,
-                message: "circuit breaker open for this partner".to_owned(),
-            });
-        }
-        if let Err(e) = self.take_token(&booking.partner).await {
-            // The half-open probe (if this was it) did not go out: let the next one try.
-            self.with_guard(&booking.partner, |g| {
-                if g.breaker.state() == BreakerState::HalfOpen {
-                    g.breaker.on_failure(Instant::now());
-                }
-            });
-            return Err(e);
-        }
-        metrics::counter!("trailbook_compensation_calls_total", "partner" => booking.partner.clone())
-            .increment(1);
+        self.admit(&booking.partner).await?;
         let result = self.partner.cancel(&reservation_id).await;
         let now = Instant::now();
-        use crate::booking_flow::CallOutcome as O;
+        use CallOutcome as O;
         match result {
             O::Answered(_) | O::Refused(_) => {
                 // 2xx, or 404 (the partner holds no such reservation): released either way.

@@ -114,6 +114,12 @@ pub fn report_mail(mail: ReportMail<'_>) -> Result<OutgoingMail, MailError> {
     })
 }
 
+/// Counts a message the transport took (`trailbook_mail_delivered_total`): what the provider received,
+/// including sends whose success the caller never heard of. Compare with `trailbook_emails_sent_total`.
+fn delivered(transport: &'static str) {
+    metrics::counter!("trailbook_mail_delivered_total", "transport" => transport).increment(1);
+}
+
 /// Writes each message to `<dir>/<message id>.eml`.
 #[derive(Debug, Clone)]
 pub struct FileMailer {
@@ -152,7 +158,9 @@ impl Mailer for FileMailer {
         })
         .await
         .map_err(|e| MailError::Unknown(format!("mail writer stopped: {e}")))?
-        .map_err(|e| MailError::Unknown(format!("cannot write the e-mail file: {e}")))
+        .map_err(|e| MailError::Unknown(format!("cannot write the e-mail file: {e}")))?;
+        delivered("file");
+        Ok(())
     }
 
     async fn delivered(&self, message_id: &str) -> Result<Option<bool>, MailError> {
@@ -196,7 +204,10 @@ impl Mailer for SmtpMailer {
 
     async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError> {
         match self.transport.send(mail.message.clone()).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                delivered("smtp");
+                Ok(())
+            }
             Err(e) if e.is_permanent() => Err(MailError::Rejected(format!("SMTP refused: {e}"))),
             Err(e) if e.is_timeout() => Err(MailError::Unknown("SMTP timed out".to_owned())),
             Err(e) => Err(MailError::Unknown(format!("SMTP failed: {e}"))),

@@ -33,6 +33,8 @@ pub mod kinds {
     pub const PARTNER_RECONCILE: &str = "partner.reconcile";
     /// Cancel the partner reservation after a payment failure (its own queue, rate limited).
     pub const PARTNER_COMPENSATE: &str = "partner.compensate";
+    /// Release (cancel) the partner reservation of a booking cancelled on our side (compensation queue).
+    pub const PARTNER_RELEASE: &str = "partner.release";
     /// Generate the PDF report of a completed visit.
     pub const REPORT_GENERATE: &str = "report.generate";
     /// E-mail the report to the patient.
@@ -88,6 +90,13 @@ pub fn jobs_for(event: &RecordedEvent) -> Vec<JobSpec> {
         ("booking", "CompensationStarted") => vec![JobSpec::new(
             kinds::PARTNER_COMPENSATE,
             format!("{}:{id}", kinds::PARTNER_COMPENSATE),
+            json!({ "booking_id": id, "cause": cause }),
+        )
+        .queue("compensation")
+        .max_attempts(20)],
+        ("booking", "BookingCancelled") => vec![JobSpec::new(
+            kinds::PARTNER_RELEASE,
+            format!("{}:{id}", kinds::PARTNER_RELEASE),
             json!({ "booking_id": id, "cause": cause }),
         )
         .queue("compensation")

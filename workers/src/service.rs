@@ -131,6 +131,7 @@ pub async fn run(
     let mailer = config.mail.mailer(&config.data_dir)?;
     let from = config.mail.from_mailbox()?;
     let documents = DocumentStore::new(config.data_dir.join("reports"));
+    let compensation = CompensateHandler::new(store.clone(), partner.clone(), config.compensation);
     let worker = Worker::new(pool.clone(), config.worker.clone())
         .register(
             kinds::PARTNER_RESERVE,
@@ -146,10 +147,8 @@ pub async fn run(
                 partner: partner.clone(),
             },
         )
-        .register(
-            kinds::PARTNER_COMPENSATE,
-            CompensateHandler::new(store.clone(), partner, config.compensation),
-        )
+        .register(kinds::PARTNER_COMPENSATE, compensation.clone())
+        .register(kinds::PARTNER_RELEASE, compensation)
         .register(
             kinds::REPORT_GENERATE,
             ReportHandler {

@@ -14,7 +14,7 @@ use workers::booking_flow::{PartnerClient, ReconcileHandler, ReserveHandler};
 use workers::compensation::{CompensateHandler, CompensationLimits};
 use workers::partner_sim::{self, SimConfig};
 use workers::reactor::{self, kinds};
-use workers::{Backoff, QueueConfig, Worker, WorkerConfig};
+use workers::{Backoff, Handler, QueueConfig, Worker, WorkerConfig};
 
 struct Flow {
     db: TestDb,
@@ -51,6 +51,17 @@ async fn start(faults: Value) -> Flow {
         .unwrap();
 
     let partner = PartnerClient::new(&sim, Duration::from_millis(300)).unwrap();
+    let compensation = CompensateHandler::new(
+        store.clone(),
+        partner.clone(),
+        CompensationLimits {
+            bucket_capacity: 2,
+            per_second: 2.0,
+            max_token_wait: Duration::from_millis(100),
+            failure_threshold: 3,
+            open_for: Duration::from_secs(1),
+        },
+    );
     let worker = Worker::new(
         db.pool.clone(),
         WorkerConfig {
@@ -82,20 +93,8 @@ async fn start(faults: Value) -> Flow {
             partner: partner.clone(),
         },
     )
-    .register(
-        kinds::PARTNER_COMPENSATE,
-        CompensateHandler::new(
-            store.clone(),
-            partner,
-            CompensationLimits {
-                bucket_capacity: 2,
-                per_second: 2.0,
-                max_token_wait: Duration::from_millis(100),
-                failure_threshold: 3,
-                open_for: Duration::from_secs(1),
-            },
-        ),
-    );
+    .register(kinds::PARTNER_COMPENSATE, compensation.clone())
+    .register(kinds::PARTNER_RELEASE, compensation);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     stops.push(stop);
     tokio::spawn(worker.run(async {
@@ -400,4 +399,193 @@ async fn service_run_confirms_a_booking_and_stops_on_shutdown() {
         .unwrap()
         .unwrap()
         .unwrap();
+}
+
+/// Chaos run finding: the partner creates the reservation, our call times out, a callback confirms the
+/// booking and the customer pays, all before the reserve job records "unknown". The refusal to record it
+/// (the booking is paid) means another path settled the outcome: the job succeeds, nothing dead-letters.
+#[tokio::test]
+async fn an_outcome_settled_by_a_callback_while_the_call_timed_out_is_not_a_dead_letter() {
+    let flow = start(json!({})).await;
+    // A second database and handler of our own, so no background worker races this one.
+    let db = TestDb::new().await.unwrap();
+    let store = EventStore::new(db.pool.clone(), StoreConfig::default());
+    flow.http
+        .put(format!("{}/control/faults", flow.sim))
+        .json(&json!({"timeout_after_success": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    let handler = ReserveHandler {
+        store: store.clone(),
+        partner: PartnerClient::new(&flow.sim, Duration::from_secs(2)).unwrap(),
+    };
+    let mine = Flow {
+        db,
+        store: store.clone(),
+        sim: flow.sim.clone(),
+        http: flow.http.clone(),
+        _stops: Vec::new(),
+    };
+    mine.request("b-9").await;
+    // The log hides events behind transactions still open anywhere on the server (other tests): retry.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let job = loop {
+        reactor::run_batch(&mine.db.pool, 100).await.unwrap();
+        let jobs = workers::jobs::list(&mine.db.pool, &workers::JobFilter::default())
+            .await
+            .unwrap();
+        if let Some(job) = jobs.into_iter().find(|j| j.kind == kinds::PARTNER_RESERVE) {
+            break job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no reserve job");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let running = tokio::spawn(async move { handler.handle(&job).await });
+
+    // While the partner holds the call: the callback confirms, the customer pays.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while !mine
+        .event_types("b-9")
+        .await
+        .contains(&"PartnerReservationRequested".to_owned())
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for command in [
+        BookingCommand::ApplyPartnerStatus {
+            reported: domain::booking::PartnerReportedStatus::Confirmed,
+            reservation_id: Some("res-1".to_owned()),
+            source: domain::booking::PartnerSource::Callback,
+            partner_time: Utc::now(),
+            reason: None,
+        },
+        BookingCommand::RecordPayment {
+            outcome: domain::booking::PaymentOutcome::Captured {
+                payment_id: "pay-1".to_owned(),
+            },
+        },
+    ] {
+        store
+            .execute::<Booking>(
+                "b-9",
+                command,
+                &(),
+                &CommandContext::default(),
+                ExecuteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    assert_eq!(running.await.unwrap(), Ok(()));
+    let events = mine.event_types("b-9").await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("PaymentCaptured"),
+        "{events:?}"
+    );
+    assert_eq!(
+        store.load::<Booking>("b-9").await.unwrap().state.status,
+        BookingStatus::Paid
+    );
+}
+
+impl Flow {
+    async fn cancel(&self, id: &str) {
+        self.store
+            .execute::<Booking>(
+                id,
+                BookingCommand::Cancel {
+                    reason: "plans changed".to_owned(),
+                    at: Utc::now(),
+                },
+                &(),
+                &CommandContext::default(),
+                ExecuteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn wait_released(&self, id: &str) -> Booking {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let booking = self.store.load::<Booking>(id).await.unwrap().state;
+            if booking.reservation_released {
+                return booking;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "booking {id} not released; events {:?}",
+                self.event_types(id).await
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the partner holds for booking `id`.
+    async fn at_partner(&self, id: &str) -> Vec<Value> {
+        self.http
+            .get(format!("{}/v1/reservations", self.sim))
+            .query(&[("client_reference", id)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
+/// Chaos run finding: a confirmed booking cancelled by the client must give its reservation back to the
+/// partner (through the compensation queue's limits), recorded as `PartnerReservationReleased`.
+#[tokio::test]
+async fn cancelling_a_confirmed_booking_releases_its_partner_reservation() {
+    let flow = start(json!({})).await;
+    flow.request("b-10").await;
+    flow.wait_for("b-10", BookingStatus::Confirmed).await;
+
+    flow.cancel("b-10").await;
+    let booking = flow.wait_released("b-10").await;
+
+    let held = flow.at_partner("b-10").await;
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0]["status"], "cancelled");
+    assert_eq!(booking.status, BookingStatus::Cancelled);
+    let events = flow.event_types("b-10").await;
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("PartnerReservationReleased")
+    );
+    assert_eq!(flow.stats().await["cancel_requests"], 1);
+}
+
+/// Cancelled while the reservation call is still on its way (slow partner): the release waits for the
+/// attempt to settle, finds the reservation by client reference and cancels it; nothing stays held.
+#[tokio::test]
+async fn cancelling_while_the_partner_is_still_answering_leaves_nothing_held() {
+    // Slower than our cancel, quicker than the client's 300 ms timeout.
+    let flow = start(json!({"latency_ms": 200})).await;
+    flow.request("b-11").await;
+    // Wait until the reserve call is out, then cancel before its answer arrives.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !flow
+        .event_types("b-11")
+        .await
+        .contains(&"PartnerReservationRequested".to_owned())
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    flow.cancel("b-11").await;
+
+    flow.wait_released("b-11").await;
+    let held = flow.at_partner("b-11").await;
+    assert!(
+        held.iter().all(|r| r["status"] == "cancelled"),
+        "still held at the partner: {held:?}; events {:?}",
+        flow.event_types("b-11").await
+    );
 }

@@ -155,6 +155,9 @@ pub struct Booking {
     pub cancel_reason: Option<String>,
     /// Why the booking was rejected, failed, had its payment declined, or could not be compensated.
     pub failure_reason: Option<String>,
+    /// After a cancellation: the partner reservation has been released (or the partner held none).
+    #[serde(default)]
+    pub reservation_released: bool,
 }
 
 impl Booking {
@@ -295,6 +298,17 @@ impl Booking {
                 }
                 BookingStatus::Failed => Ok(vec![]),
                 _ => refuse("fail"),
+            },
+
+            C::RecordReservationReleased { reservation_id } => match from {
+                BookingStatus::Cancelled if self.reservation_released => Ok(vec![]),
+                BookingStatus::Cancelled => {
+                    if let Some(id) = &reservation_id {
+                        require_text("reservation_id", id, MAX_NAME_CHARS)?;
+                    }
+                    Ok(vec![E::PartnerReservationReleased { reservation_id }])
+                }
+                _ => refuse("record a released reservation for"),
             },
 
             C::Cancel { reason, at } => {
@@ -477,6 +491,7 @@ impl Aggregate for Booking {
                 self.status = BookingStatus::Cancelled;
                 self.cancel_reason = Some(reason);
             }
+            E::PartnerReservationReleased { .. } => self.reservation_released = true,
         }
     }
 }
@@ -1381,6 +1396,38 @@ mod tests {
     }
 
     // ---- Compensation ------------------------------------------------------------------------------------
+
+    /// After a cancellation the release of the partner reservation is recorded once; before, never.
+    #[test]
+    fn a_cancelled_booking_records_its_released_reservation_once() {
+        let released = |id: Option<&str>| C::RecordReservationReleased {
+            reservation_id: id.map(str::to_owned),
+        };
+        framework()
+            .given(history(BookingStatus::Cancelled))
+            .when(released(Some("res-1")))
+            .then_expect_events(vec![E::PartnerReservationReleased {
+                reservation_id: Some("res-1".to_owned()),
+            }]);
+        let mut twice = history(BookingStatus::Cancelled);
+        twice.push(E::PartnerReservationReleased {
+            reservation_id: None,
+        });
+        framework()
+            .given(twice)
+            .when(released(Some("res-1")))
+            .then_expect_events(vec![]);
+        for status in [BookingStatus::Confirmed, BookingStatus::Paid] {
+            let result = framework()
+                .given(history(status))
+                .when(released(None))
+                .inspect_result();
+            assert!(
+                matches!(result, Err(BookingError::InvalidTransition { .. })),
+                "{status:?}: {result:?}"
+            );
+        }
+    }
 
     /// Releasing the reservation after a declined payment cancels the booking.
     #[test]

@@ -81,6 +81,12 @@ pub enum BookingCommand {
         /// Why the booking failed.
         reason: String,
     },
+    /// The partner reservation of a cancelled booking was released (cancelled at the partner), or the
+    /// partner holds none (`reservation_id` `None`). Recording it again is a no-op.
+    RecordReservationReleased {
+        /// The partner reservation that was cancelled, if the partner held one.
+        reservation_id: Option<String>,
+    },
     /// The client (or an operator) cancels the booking. Cancelling a cancelled booking is a no-op.
     Cancel {
         /// Why; required, at most 500 characters.

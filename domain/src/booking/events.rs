@@ -120,6 +120,11 @@ pub enum BookingEvent {
         /// Why.
         reason: String,
     },
+    /// The partner reservation of a cancelled booking was cancelled at the partner (or it held none).
+    PartnerReservationReleased {
+        /// The released reservation; `None` when the partner held none.
+        reservation_id: Option<String>,
+    },
     /// The booking was cancelled on our side.
     BookingCancelled {
         /// Why (given by the canceller).
@@ -152,6 +157,7 @@ impl DomainEvent for BookingEvent {
             Self::CompensationFailed { .. } => "CompensationFailed",
             Self::BookingFailed { .. } => "BookingFailed",
             Self::BookingCancelled { .. } => "BookingCancelled",
+            Self::PartnerReservationReleased { .. } => "PartnerReservationReleased",
         }
         .to_owned()
     }
