@@ -171,17 +171,12 @@ pub async fn http_create(
 }
 
 /// `inproc_create`: what command-api's create handler does after parsing and authenticating, in this
-/// process: look the key up, then `execute_with_hook` with the slot claim and the key's record.
+/// process: `execute_with_hook` with the slot claim and the key's record (the key is looked up only when
+/// the append finds the stream taken, which a new key never does).
 pub async fn inproc_create(store: EventStore, seq: Arc<Seq>) -> Result<()> {
     let n = seq.next();
     let key = format!("key-{n}");
     let body = body(&n);
-    let stored = idempotency::lookup(store.pool(), CLIENT, &key)
-        .await
-        .context("looking the key up")?;
-    if stored.is_some() {
-        return Err(Error::step("inproc_create", "the key was used before"));
-    }
     let id = idempotency::derive_id("booking", CLIENT, &key);
     let canonical = serde_json::to_value(&body).context("serializing the body")?;
     let record = Record {
@@ -223,10 +218,6 @@ const APPEND_SQL: &str = "
          as t(sequence, event_type, event_version, payload, metadata)
     returning global_position";
 
-const LOOKUP_SQL: &str =
-    "select request_hash, aggregate_id, status_code, response from idempotency_keys
-         where scope = $1 and idempotency_key = $2 and expires_at > now()";
-
 const CLAIM_SQL: &str = "insert into resource_claims (booking_id, partner, resource, period)
          values ($1, $2, $3, tstzrange($4, $5, '[)'))
          on conflict do nothing";
@@ -257,15 +248,6 @@ pub async fn raw_sql(pool: PgPool, seq: Arc<Seq>) -> Result<()> {
     let payload = serde_json::to_value(&event).context("serializing the event")?;
     let metadata = serde_json::to_value(&metadata).context("serializing the metadata")?;
 
-    let stored: Option<(String, String, i32, Value)> = sqlx::query_as(LOOKUP_SQL)
-        .bind(CLIENT)
-        .bind(&key)
-        .fetch_optional(&pool)
-        .await
-        .context("raw lookup")?;
-    if stored.is_some() {
-        return Err(Error::step("raw_sql", "the key was used before"));
-    }
     let mut conn = pool.acquire().await.context("raw acquire")?;
     let mut tx = conn.begin().await.context("raw begin")?;
     let positions: Vec<i64> = sqlx::query_scalar(APPEND_SQL)
@@ -377,8 +359,7 @@ pub async fn inproc_store_only(store: EventStore, seq: Arc<Seq>) -> Result<()> {
     Ok(())
 }
 
-/// The three inserts of the command path as one autocommitted statement (data-modifying CTEs), without
-/// the lookup in front (a replay would look up only after the insert found the key taken).
+/// The three inserts of the command path as one autocommitted statement (data-modifying CTEs).
 const ONE_STATEMENT_SQL: &str = "
     with e as (
         insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)

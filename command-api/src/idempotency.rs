@@ -190,12 +190,9 @@ where
 {
     let pool = state.store.pool();
     let command_name = format!("{}.create", request.kind);
-    if let Some(stored) = lookup(pool, &request.scope, &request.key)
-        .await
-        .map_err(store::Error::from)?
-    {
-        return replay(stored, &request.hash, request.kind);
-    }
+    // No lookup of the key first: the id derives from the key, so a used key makes the append conflict
+    // (the stream exists) and only then is the stored answer read. One round trip less for every new
+    // request; a repeated one pays a refused append instead.
     let id = request.id.clone();
     let record = Record {
         scope: request.scope.clone(),
@@ -220,10 +217,10 @@ where
             &(hook, record),
         )
         .await;
-    let outcome = if result.is_ok() {
-        "accepted"
-    } else {
-        "refused"
+    let outcome = match &result {
+        Ok(_) => "accepted",
+        Err(CommandError::Rejected(e)) if A::already_exists(e) => "repeated",
+        Err(_) => "refused",
     };
     metrics::counter!("trailbook_commands_total", "command" => command_name, "outcome" => outcome)
         .increment(1);
@@ -236,7 +233,8 @@ where
             false,
         )),
         Err(CommandError::Rejected(e)) if A::already_exists(&e) => {
-            // Another request with this key won the race (or the key expired long ago).
+            // This key was used before (a retry, or another request with it won the race), or it expired
+            // long ago.
             match lookup(pool, &request.scope, &request.key).await.map_err(store::Error::from)? {
                 Some(stored) => replay(stored, &request.hash, request.kind),
                 None => Err(ApiError::Unprocessable {
