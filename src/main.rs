@@ -113,6 +113,10 @@ struct ServeArgs {
     query: QueryArgs,
     #[command(flatten)]
     mail: MailArgs,
+    /// Run no job workers (and no partner simulator) in this process: for deployments that run
+    /// `trailbook workers` separately, and for benchmarks of the command path and the projector.
+    #[arg(long, env = "TRAILBOOK_NO_WORKERS")]
+    no_workers: bool,
 }
 
 /// How report e-mails are sent (workers).
@@ -407,7 +411,13 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Serve(args) => serve(&cli.db, &args, Parts::ALL).await,
+        Command::Serve(args) => {
+            let parts = Parts {
+                workers: !args.no_workers,
+                ..Parts::ALL
+            };
+            serve(&cli.db, &args, parts).await
+        }
         Command::CommandApi(args) => serve(&cli.db, &args, Parts::COMMAND_API).await,
         Command::Projector => run_projector(&cli.db).await,
         Command::Projections(args) => {

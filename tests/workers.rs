@@ -204,3 +204,25 @@ async fn serve_generates_and_emails_the_report_of_a_completed_visit() {
     );
     let _ = std::fs::remove_dir_all(&data_dir);
 }
+
+/// `serve --no-workers` (for deployments running `trailbook workers` apart): commands and reads work, no
+/// job is enqueued or run here, so a booking waits in `requested` for a workers process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_without_workers_leaves_side_effects_to_a_workers_process() {
+    let s = Server::start_part("serve", &[("TRAILBOOK_NO_WORKERS", "true")]).await;
+    let created = s
+        .create_booking("kim", "w-nw-1", &booking_body("room-nw", 1))
+        .await;
+    assert_eq!(created.status, 202);
+    let id = created.body["booking_id"].as_str().unwrap().to_string();
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let booking = s.get(&format!("/v1/bookings/{id}"), &s.client("kim")).await;
+    assert_eq!(booking.body["status"], "requested");
+    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs")
+        .fetch_one(&s.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0, "no reactor runs in this process");
+}

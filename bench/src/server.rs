@@ -43,6 +43,13 @@ impl Serve {
                 "--partner-addr",
                 "127.0.0.1:0",
             ])
+            // `serve` without its job workers: each booking would otherwise start the partner workflow
+            // (reserve job, partner calls, callbacks, four more events), which is not the command path.
+            .args(if subcommand == "serve" {
+                &["--no-workers"][..]
+            } else {
+                &[][..]
+            })
             .env("DATABASE_URL", database_url)
             .env("TRAILBOOK_DATA_DIR", data_dir)
             .env("TRAILBOOK_JWT_SECRET", jwt_secret)

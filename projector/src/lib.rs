@@ -45,4 +45,4 @@ pub use rebuild::{
     RebuildReport, RebuildStatus,
 };
 pub use runner::{apply_next_batch, run, run_projections, Config, CHANNEL};
-pub use status::{leaders, publish_metrics, reached, status, ProjectionStatus};
+pub use status::{leaders, publish_metrics, reached, status, ProjectionStatus, LAG_COUNT_LIMIT};

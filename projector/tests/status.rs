@@ -240,3 +240,30 @@ async fn an_undecodable_event_holds_its_projections_back_instead_of_being_skippe
             .unwrap();
     assert_eq!(later_rows, 0, "nothing after the broken event was applied");
 }
+
+/// A lag beyond `LAG_COUNT_LIMIT` is not counted event by event (that made the gauge refresh cost seconds
+/// during a long catch-up): it is estimated from the positions, and the age still comes from the oldest
+/// pending event.
+#[tokio::test]
+async fn a_long_lag_is_estimated_from_positions_not_counted() {
+    let db = TestDb::new().await.unwrap();
+    let n = projector::LAG_COUNT_LIMIT + 50;
+    sqlx::query(
+        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, recorded_at)
+         select 'other', 'o-' || g, 1, 'Noise', '1.0', '{}'::jsonb, '{}'::jsonb, now() - interval '1 hour'
+         from generate_series(1, $1) g",
+    )
+    .bind(n)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+
+    let statuses = projector::status(&db.pool).await.unwrap();
+
+    assert!(!statuses.is_empty());
+    for s in statuses {
+        assert_eq!((s.position, s.head_position), (0, n), "{s:?}");
+        assert_eq!(s.lag_events, n, "{s:?}");
+        assert!(s.lag_seconds >= 3_500.0, "{s:?}");
+    }
+}
