@@ -75,13 +75,24 @@ async fn completed_visit(store: &EventStore, job: &Job) -> Result<(String, Visit
     Ok((id, visit))
 }
 
-/// Records a failed attempt on the visit; a failure to record is logged, the job's own error stands.
+/// Records a failed attempt on the visit (`failed(attempt, error, final_attempt)` builds the command);
+/// nothing when `result` is a success. A failure to record is logged: the job's own error stands.
 async fn record_failure(
     store: &EventStore,
+    job: &Job,
     id: &str,
-    command: VisitCommand,
     context: &CommandContext,
+    result: &Result<(), HandlerError>,
+    failed: impl FnOnce(u32, String, bool) -> VisitCommand,
 ) {
+    let Err(error) = result else {
+        return;
+    };
+    let command = failed(
+        u32::try_from(job.attempts).unwrap_or(0),
+        error.to_string(),
+        is_last(job, error),
+    );
     if let Err(e) = write_back::execute::<Visit>(store, id, command, context).await {
         tracing::warn!(visit_id = %id, error = %e, "could not record a failed side effect on the visit");
     }
@@ -96,14 +107,19 @@ impl Handler for ReportHandler {
         }
         let context = write_back::context(job);
         let result = self.generate(&id, &visit, &context).await;
-        if let Err(error) = &result {
-            let command = VisitCommand::RecordReportFailed {
-                attempt: u32::try_from(job.attempts).unwrap_or(0),
-                error: error.to_string(),
-                final_attempt: is_last(job, error),
-            };
-            record_failure(&self.store, &id, command, &context).await;
-        }
+        record_failure(
+            &self.store,
+            job,
+            &id,
+            &context,
+            &result,
+            |attempt, error, final_attempt| VisitCommand::RecordReportFailed {
+                attempt,
+                error,
+                final_attempt,
+            },
+        )
+        .await;
         result
     }
 }
@@ -142,14 +158,19 @@ impl Handler for SendHandler {
         }
         let context = write_back::context(job);
         let result = self.send(&id, &visit, &context).await;
-        if let Err(error) = &result {
-            let command = VisitCommand::RecordEmailFailed {
-                attempt: u32::try_from(job.attempts).unwrap_or(0),
-                error: error.to_string(),
-                final_attempt: is_last(job, error),
-            };
-            record_failure(&self.store, &id, command, &context).await;
-        }
+        record_failure(
+            &self.store,
+            job,
+            &id,
+            &context,
+            &result,
+            |attempt, error, final_attempt| VisitCommand::RecordEmailFailed {
+                attempt,
+                error,
+                final_attempt,
+            },
+        )
+        .await;
         result
     }
 }
