@@ -289,6 +289,7 @@ impl CompensateHandler {
     /// Sorts a failed partner call into the job's error, feeding the breaker.
     fn call_failed<T>(&self, partner: &str, outcome: CallOutcome<T>, what: &str) -> HandlerError {
         match outcome {
+            // 429 is the partner protecting itself, not a failure of it: the breaker stays as is.
             CallOutcome::RateLimited(after) => HandlerError::RetryAfter {
                 after,
                 message: format!("partner rate limited the {what}"),
@@ -371,7 +372,6 @@ impl Handler for CompensateHandler {
         };
         self.admit(&booking.partner).await?;
         let result = self.partner.cancel(&reservation_id).await;
-        let now = Instant::now();
         use CallOutcome as O;
         match result {
             O::Answered(_) | O::Refused(_) => {
@@ -381,19 +381,9 @@ impl Handler for CompensateHandler {
                 self.execute(&id, BookingCommand::CompleteCompensation, job)
                     .await
             }
-            O::RateLimited(after) => {
-                // 429 is the partner protecting itself, not a failure of it: the breaker stays as is.
-                let error = HandlerError::RetryAfter {
-                    after,
-                    message: "partner rate limited the cancellation".to_owned(),
-                };
+            other => {
+                let error = self.call_failed(&booking.partner, other, "cancellation");
                 Err(self.give_up_if_last(&id, job, error).await)
-            }
-            O::Unknown(reason) => {
-                self.with_guard(&booking.partner, |g| g.breaker.on_failure(now));
-                Err(self
-                    .give_up_if_last(&id, job, HandlerError::Retry(reason))
-                    .await)
             }
         }
     }

@@ -13,7 +13,6 @@
 //! - [`FaultyMailer`] wraps another and reports a timeout after a successful send with probability `p`
 //!   (`TRAILBOOK_MAIL_TIMEOUT_AFTER_SUCCESS`), the failure of seed 001 that must not become two e-mails.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,7 +22,7 @@ use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::report::safe_file_stem;
+use crate::report::{safe_file_stem, write_atomically};
 
 /// Why a send did not succeed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,20 +144,9 @@ impl Mailer for FileMailer {
     }
 
     async fn send(&self, mail: &OutgoingMail) -> Result<(), MailError> {
-        let path = self.path_of(&mail.message_id);
-        let dir = self.dir.clone();
-        let bytes = mail.message.formatted();
-        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::now_v7().simple()));
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })
-        .await
-        .map_err(|e| MailError::Unknown(format!("mail writer stopped: {e}")))?
-        .map_err(|e| MailError::Unknown(format!("cannot write the e-mail file: {e}")))?;
+        write_atomically(self.path_of(&mail.message_id), mail.message.formatted())
+            .await
+            .map_err(|e| MailError::Unknown(format!("cannot write the e-mail file: {e}")))?;
         delivered("file");
         Ok(())
     }

@@ -218,21 +218,10 @@ impl DocumentStore {
         format!("{}.pdf", safe_file_stem(visit_id))
     }
 
-    /// Writes `bytes` as `document_id` atomically (a temporary file renamed into place, synced first), so
-    /// a crash never leaves half a report under the real name.
+    /// Writes `bytes` as `document_id` atomically (see [`write_atomically`]), so a crash never leaves half
+    /// a report under the real name.
     pub async fn put(&self, document_id: &str, bytes: Vec<u8>) -> std::io::Result<()> {
-        let dir = self.dir.clone();
-        let name = document_id.to_owned();
-        tokio::task::spawn_blocking(move || {
-            std::fs::create_dir_all(&dir)?;
-            let tmp = dir.join(format!(".{name}.{}.tmp", uuid::Uuid::now_v7().simple()));
-            let mut file = std::fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, dir.join(&name))
-        })
-        .await
-        .map_err(std::io::Error::other)?
+        write_atomically(self.dir.join(document_id), bytes).await
     }
 
     /// The stored document, or `None` when there is no such file.
@@ -246,6 +235,24 @@ impl DocumentStore {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory (created if missing),
+/// synced, then renamed into place. Readers see the old file or the whole new one, never a part.
+pub async fn write_atomically(path: PathBuf, bytes: Vec<u8>) -> std::io::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let dir = path
+            .parent()
+            .ok_or_else(|| std::io::Error::other("a file path needs a directory"))?;
+        std::fs::create_dir_all(dir)?;
+        let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::now_v7().simple()));
+        let mut file = std::fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// `name` itself when it is 1 to 100 characters of `[A-Za-z0-9._-]` not starting with a dot, else the
