@@ -85,6 +85,11 @@ struct Args {
 /// interval of 50), so the head load is the worst case, not a load that starts exactly at a snapshot.
 const STREAM_LENGTH: u64 = 10_049;
 
+/// In the projector's main log, consecutive events of one booking or visit are this many pairs (ten
+/// events each) apart: about a second of traffic at 1,000 events/s, like a partner's answer or the next
+/// step of a visit.
+const LIVE_GAP_PAIRS: usize = 100;
+
 /// How long and how big each workload is.
 #[derive(Debug, Clone)]
 struct Plan {
@@ -388,56 +393,33 @@ async fn workloads(
         }
         let rss_http = serve.peak_rss_mb()?;
 
-        progress(&format!("projector_lag at {lag_rate} commands/s"));
-        let last: commands::LastWrite = Arc::new(Mutex::new(None));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let sampler = tokio::spawn(projection::sample_lag(pool.clone(), last.clone(), stop_rx));
-        let m = {
-            let (client, base, token, seq, last) = (
+        let capacity = rows
+            .iter()
+            .rev()
+            .find(|r| r.workload == "http_create")
+            .and_then(|r| r.ops_per_s)
+            .unwrap_or(0.0);
+        let lag_pool = pool.clone();
+        let lag = |rate: f64, note: &'static str| {
+            let (client, base, token, seq, pool) = (
                 client.clone(),
                 base.clone(),
                 token.clone(),
                 seq.clone(),
-                last.clone(),
+                lag_pool.clone(),
             );
-            open_loop(lag_rate, plan.lag_window, 512, move || {
-                commands::http_create(
-                    client.clone(),
-                    base.clone(),
-                    token.clone(),
-                    seq.clone(),
-                    Some(last.clone()),
-                )
-            })
-            .await
+            async move {
+                progress(&format!("projector_lag at {rate:.0} commands/s"));
+                lag_run(pool, client, base, token, seq, rate, plan.lag_window, note).await
+            }
         };
-        let _ = stop_tx.send(true);
-        let (lags, timeouts) = sampler
-            .await
-            .map_err(|e| Error::step("the lag sampler", e))?;
-        let lag = Measured {
-            ops: lags.len() as u64,
-            all_ok: lags.len() as u64,
-            errors: timeouts,
-            window: plan.lag_window,
-            latencies_us: lags,
-            first_error: (timeouts > 0)
-                .then(|| format!("{timeouts} samples not applied within 10 s")),
-        };
-        let mut row = Row::measured("projector_lag", 1, &lag)
-            .variant(format!(
-                "bookings; {} lag samples; cmd p50 {} ms p99 {} ms",
-                lag.ops,
-                fmt_ms(m.percentile_ms(50.0)),
-                fmt_ms(m.percentile_ms(99.0))
-            ))
-            .value(m.ops_per_s(), "cmd/s");
-        row.ops_per_s = Some(m.ops_per_s());
-        row.errors += m.errors;
-        if row.first_error.is_none() {
-            row.first_error = m.first_error.clone();
+        rows.push(lag(lag_rate, "").await?);
+        // Where the fixed rate is more than half of what serve sustains here, the commands queue and the
+        // lag measures that queue; the lag at half of serve's measured capacity shows the projector's own.
+        let half = (capacity / 2.0).floor();
+        if half >= 1.0 && half < lag_rate {
+            rows.push(lag(half, "; half of serve's capacity measured above").await?);
         }
-        rows.push(row);
         let rss = rss_http.max(serve.peak_rss_mb()?);
         rows.push(
             Row::new("serve_rss_mb", count(plan.clients[2]))
@@ -690,8 +672,15 @@ async fn workloads(
         .await
         .context("migrating the projector database")?;
     let pairs = usize::try_from(plan.projector_events / 10).unwrap_or(usize::MAX);
-    progress(&format!("pre-writing {} events", pairs * 10));
-    let events = projection::prewrite(&ppool, pairs).await?;
+    let live = projection::Shape::Live {
+        gap: LIVE_GAP_PAIRS,
+    };
+    progress(&format!(
+        "pre-writing {} events ({})",
+        pairs * 10,
+        live.describe()
+    ));
+    let events = projection::prewrite(&ppool, pairs, live).await?;
     progress("projector_catchup");
     let took = projection::catch_up(&ppool, Duration::from_secs(900)).await?;
     rows.push(
@@ -700,7 +689,10 @@ async fn workloads(
             ops: events,
             ..Row::new("projector_catchup", 1)
         }
-        .variant(format!("all 4 projections, one process, {events} events"))
+        .variant(format!(
+            "all 4 projections, one process, {events} events; {}",
+            live.describe()
+        ))
         .value(took.as_secs_f64(), "s"),
     );
     progress("rebuild");
@@ -711,7 +703,32 @@ async fn workloads(
             ops: events,
             ..Row::new("rebuild", 1)
         }
-        .variant(format!("bookings, {events} events"))
+        .variant(format!("bookings, {events} events; {}", live.describe()))
+        .value(took.as_secs_f64(), "s"),
+    );
+
+    // The same catch-up over the worst-case log (a fifth of the size: it is several times slower).
+    projection::reset(&ppool).await?;
+    let worst = projection::Shape::RoundRobin;
+    let pairs = (pairs / 5).max(1);
+    progress(&format!(
+        "pre-writing {} events ({})",
+        pairs * 10,
+        worst.describe()
+    ));
+    let events = projection::prewrite(&ppool, pairs, worst).await?;
+    progress("projector_catchup (worst case)");
+    let took = projection::catch_up(&ppool, Duration::from_secs(900)).await?;
+    rows.push(
+        Row {
+            ops_per_s: Some(events as f64 / took.as_secs_f64()),
+            ops: events,
+            ..Row::new("projector_catchup", 1)
+        }
+        .variant(format!(
+            "all 4 projections, one process, {events} events; {}",
+            worst.describe()
+        ))
         .value(took.as_secs_f64(), "s"),
     );
     ppool.close().await;
@@ -769,6 +786,60 @@ async fn probed(
 
 fn count(c: usize) -> u32 {
     u32::try_from(c).unwrap_or(u32::MAX)
+}
+
+/// One live-lag run: `http_create` at `rate` commands/s (open loop) against `serve` while a sampler
+/// measures how long each newest answered command takes to reach the `bookings` read model.
+#[allow(clippy::too_many_arguments)]
+async fn lag_run(
+    pool: sqlx::PgPool,
+    client: reqwest::Client,
+    base: Arc<str>,
+    token: Arc<str>,
+    seq: Arc<Seq>,
+    rate: f64,
+    window: Duration,
+    note: &str,
+) -> Result<Row> {
+    let last: commands::LastWrite = Arc::new(Mutex::new(None));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sampler = tokio::spawn(projection::sample_lag(pool, last.clone(), stop_rx));
+    let m = open_loop(rate, window, 512, move || {
+        commands::http_create(
+            client.clone(),
+            base.clone(),
+            token.clone(),
+            seq.clone(),
+            Some(last.clone()),
+        )
+    })
+    .await;
+    let _ = stop_tx.send(true);
+    let (lags, timeouts) = sampler
+        .await
+        .map_err(|e| Error::step("the lag sampler", e))?;
+    let lag = Measured {
+        ops: lags.len() as u64,
+        all_ok: lags.len() as u64,
+        errors: timeouts,
+        window,
+        latencies_us: lags,
+        first_error: (timeouts > 0).then(|| format!("{timeouts} samples not applied within 10 s")),
+    };
+    let mut row = Row::measured("projector_lag", 1, &lag)
+        .variant(format!(
+            "bookings; {} lag samples; cmd p50 {} ms p99 {} ms{note}",
+            lag.ops,
+            fmt_ms(m.percentile_ms(50.0)),
+            fmt_ms(m.percentile_ms(99.0))
+        ))
+        .value(m.ops_per_s(), "cmd/s");
+    row.ops_per_s = Some(m.ops_per_s());
+    row.errors += m.errors;
+    if row.first_error.is_none() {
+        row.first_error = m.first_error.clone();
+    }
+    Ok(row)
 }
 
 fn fmt_ms(v: Option<f64>) -> String {

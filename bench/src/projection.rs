@@ -105,33 +105,111 @@ fn histories(i: usize) -> Result<[Vec<Row>; 2]> {
     Ok([bookings, visits])
 }
 
-/// Writes `pairs` bookings (4 events) and visits (6 events), interleaved across aggregates (round by
-/// round, so nearly every event of a batch touches another row), in transactions of 5,000 events.
-/// Returns the number of events.
-pub async fn prewrite(pool: &PgPool, pairs: usize) -> Result<u64> {
-    let mut written = 0u64;
-    // Round r holds the r-th event of every stream; build pairs in slices to bound memory at 1M events.
-    let slice = 20_000usize;
-    for round in 0..6usize {
-        let mut start = 0;
-        while start < pairs {
-            let end = (start + slice).min(pairs);
-            let mut rows: Vec<(Row, i64)> = Vec::new();
-            for i in start..end {
-                for stream in histories(i)? {
-                    if let Some(event) = stream.into_iter().nth(round) {
-                        rows.push((event, i64::try_from(round).unwrap_or(0) + 1));
-                    }
-                }
+/// How the events of one aggregate lie in the pre-written log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// Like live traffic: pair `i` starts at slot `i`, and its `k`-th events follow at slot `i + k * gap`
+    /// (10 events per slot), so consecutive events of one aggregate are about `10 * gap` events apart.
+    Live { gap: usize },
+    /// The worst case for batching: round `r` holds the `r`-th event of every stream, so the events of
+    /// one aggregate are a whole round apart and nearly every event of a batch touches another row.
+    RoundRobin,
+}
+
+impl Shape {
+    pub fn describe(self) -> String {
+        match self {
+            Shape::Live { gap } => format!(
+                "live-like log: an aggregate's next event ~{} events later",
+                gap * 10
+            ),
+            Shape::RoundRobin => {
+                "worst case: an aggregate's next event a whole round later (every event of a batch on another row)"
+                    .to_owned()
             }
-            for chunk in rows.chunks(5000) {
-                insert_chunk(pool, chunk).await?;
-                written += chunk.len() as u64;
-            }
-            start = end;
         }
     }
+}
+
+/// Writes `pairs` bookings (4 events) and visits (6 events) laid out as `shape` says, in transactions of
+/// 5,000 events. Returns the number of events.
+pub async fn prewrite(pool: &PgPool, pairs: usize, shape: Shape) -> Result<u64> {
+    let mut written = 0u64;
+    let mut rows: Vec<(Row, i64)> = Vec::with_capacity(5000);
+    let mut flush = |rows: &mut Vec<(Row, i64)>| {
+        let chunk = std::mem::take(rows);
+        written += chunk.len() as u64;
+        chunk
+    };
+    match shape {
+        Shape::RoundRobin => {
+            // Round r holds the r-th event of every stream; pairs are built in slices to bound memory.
+            let slice = 20_000usize;
+            for round in 0..6usize {
+                let mut start = 0;
+                while start < pairs {
+                    let end = (start + slice).min(pairs);
+                    for i in start..end {
+                        for stream in histories(i)? {
+                            if let Some(event) = stream.into_iter().nth(round) {
+                                rows.push((event, i64::try_from(round).unwrap_or(0) + 1));
+                                if rows.len() == 5000 {
+                                    insert_chunk(pool, &flush(&mut rows)).await?;
+                                }
+                            }
+                        }
+                    }
+                    start = end;
+                }
+            }
+        }
+        Shape::Live { gap } => {
+            // Streams are built when their first event is due and dropped after their last one.
+            let gap = gap.max(1);
+            let mut open: std::collections::BTreeMap<usize, [Vec<Row>; 2]> = Default::default();
+            for slot in 0..pairs + 5 * gap {
+                if slot < pairs {
+                    open.insert(slot, histories(slot)?);
+                }
+                for round in 0..6usize {
+                    let Some(i) = slot.checked_sub(round * gap).filter(|i| *i < pairs) else {
+                        continue;
+                    };
+                    let Some(streams) = open.get(&i) else {
+                        continue;
+                    };
+                    for stream in streams {
+                        if let Some(event) = stream.get(round) {
+                            rows.push((event.clone(), i64::try_from(round).unwrap_or(0) + 1));
+                        }
+                    }
+                    if round == 5 {
+                        open.remove(&i);
+                    }
+                }
+                if rows.len() >= 5000 {
+                    insert_chunk(pool, &flush(&mut rows)).await?;
+                }
+            }
+        }
+    }
+    if !rows.is_empty() {
+        insert_chunk(pool, &flush(&mut rows)).await?;
+    }
     Ok(written)
+}
+
+/// Empties the projector database: its schema is dropped and migrated again (the event log refuses
+/// `TRUNCATE`, as it should).
+pub async fn reset(pool: &PgPool) -> Result<()> {
+    sqlx::raw_sql("drop schema public cascade; create schema public;")
+        .execute(pool)
+        .await
+        .context("emptying the projector database")?;
+    store::db::migrate(pool)
+        .await
+        .context("migrating the projector database again")?;
+    Ok(())
 }
 
 async fn insert_chunk(pool: &PgPool, chunk: &[(Row, i64)]) -> Result<()> {

@@ -137,6 +137,14 @@ impl FoldedRow for BookingRow {
         }
     }
 
+    fn id(&self) -> &str {
+        &self.booking_id
+    }
+
+    fn state_version(&self) -> i32 {
+        self.state_version
+    }
+
     fn version(&self) -> i64 {
         self.version
     }

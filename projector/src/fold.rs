@@ -35,6 +35,12 @@ pub(crate) trait FoldedRow: Serialize + DeserializeOwned + Send {
     /// The row of an aggregate no event has been applied to yet.
     fn new(id: &str) -> Self;
 
+    /// The aggregate id (the `ID_COLUMN`).
+    fn id(&self) -> &str;
+
+    /// The shape of `state` as stored (`AggregateSchema::STATE_VERSION` when it was written).
+    fn state_version(&self) -> i32;
+
     /// Sequence of the last event applied (0 for a new row).
     fn version(&self) -> i64;
 
@@ -157,9 +163,10 @@ async fn load_rows<R: FoldedRow>(
 ) -> Result<HashMap<String, R>> {
     let aggregate_type = <R::Aggregate as Aggregate>::TYPE;
     let id_column = R::ID_COLUMN;
-    let values: Vec<Value> = if R::TYPED {
+    // As text, parsed straight into the row struct: no `serde_json::Value` tree in between.
+    let texts: Vec<String> = if R::TYPED {
         sqlx::query_scalar(&format!(
-            "select to_jsonb(t) from {table} t where aggregate_type = $2 and {id_column} = any($1)"
+            "select to_jsonb(t)::text from {table} t where aggregate_type = $2 and {id_column} = any($1)"
         ))
         .bind(ids)
         .bind(aggregate_type)
@@ -167,52 +174,59 @@ async fn load_rows<R: FoldedRow>(
         .await?
     } else {
         sqlx::query_scalar(&format!(
-            "select to_jsonb(t) from {table} t where {id_column} = any($1)"
+            "select to_jsonb(t)::text from {table} t where {id_column} = any($1)"
         ))
         .bind(ids)
         .fetch_all(&mut *conn)
         .await?
     };
 
-    let mut rows = HashMap::with_capacity(values.len());
-    for mut value in values {
-        let id = value
-            .get(id_column)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned();
-        let current_shape = value.get("state_version").and_then(Value::as_i64)
-            == Some(i64::from(R::Aggregate::STATE_VERSION));
-        let row = match R::deserialize(&value) {
-            Ok(row) if current_shape => row,
-            _ => {
-                let version = value.get("version").and_then(Value::as_i64).unwrap_or(0);
-                tracing::info!(
-                    projection,
-                    aggregate_type,
-                    aggregate_id = %id,
-                    version,
-                    "read-model state has an old shape; refolding it from the log"
-                );
-                let state = refold::<R::Aggregate>(conn, &id, version).await?;
-                if let Value::Object(map) = &mut value {
-                    map.insert(
-                        "state".to_owned(),
-                        serde_json::to_value(state)
-                            .map_err(|source| Error::Row { projection, source })?,
-                    );
-                    map.insert(
-                        "state_version".to_owned(),
-                        Value::from(R::Aggregate::STATE_VERSION),
-                    );
-                }
-                serde_json::from_value::<R>(value)
-                    .map_err(|source| Error::Row { projection, source })?
-            }
+    let mut rows = HashMap::with_capacity(texts.len());
+    for text in texts {
+        let row = match serde_json::from_str::<R>(&text) {
+            Ok(row) if row.state_version() == R::Aggregate::STATE_VERSION => row,
+            _ => refolded_row::<R>(conn, projection, &text).await?,
         };
-        rows.insert(id, row);
+        rows.insert(row.id().to_owned(), row);
     }
     Ok(rows)
+}
+
+/// The row stored as `text` (JSON of the whole row) with its state refolded from the log: its state was
+/// written under another shape (`state_version`) or no longer deserializes.
+async fn refolded_row<R: FoldedRow>(
+    conn: &mut PgConnection,
+    projection: &'static str,
+    text: &str,
+) -> Result<R> {
+    let aggregate_type = <R::Aggregate as Aggregate>::TYPE;
+    let mut value: Value =
+        serde_json::from_str(text).map_err(|source| Error::Row { projection, source })?;
+    let id = value
+        .get(R::ID_COLUMN)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let version = value.get("version").and_then(Value::as_i64).unwrap_or(0);
+    tracing::info!(
+        projection,
+        aggregate_type,
+        aggregate_id = %id,
+        version,
+        "read-model state has an old shape; refolding it from the log"
+    );
+    let state = refold::<R::Aggregate>(conn, &id, version).await?;
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "state".to_owned(),
+            serde_json::to_value(state).map_err(|source| Error::Row { projection, source })?,
+        );
+        map.insert(
+            "state_version".to_owned(),
+            Value::from(R::Aggregate::STATE_VERSION),
+        );
+    }
+    serde_json::from_value::<R>(value).map_err(|source| Error::Row { projection, source })
 }
 
 /// The state of aggregate `id` after its events 1..=`version`, folded from the log.
@@ -243,12 +257,13 @@ pub(crate) async fn upsert_rows<R: Serialize>(
     key: &[&str],
     rows: &[R],
 ) -> Result<()> {
-    let values = rows
-        .iter()
-        .map(serde_json::to_value)
-        .collect::<Result<Vec<Value>, _>>()
-        .map_err(|source| Error::Row { projection, source })?;
-    let Some(Value::Object(first)) = values.first() else {
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    // The column names: the keys of one row (struct fields serialize in the same order for every row).
+    let Value::Object(first) =
+        serde_json::to_value(first).map_err(|source| Error::Row { projection, source })?
+    else {
         return Ok(());
     };
     let updates = first
@@ -257,15 +272,14 @@ pub(crate) async fn upsert_rows<R: Serialize>(
         .map(|column| format!("\"{column}\" = excluded.\"{column}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    // Serialized straight to JSON text: no `serde_json::Value` tree per row.
+    let json = serde_json::to_string(rows).map_err(|source| Error::Row { projection, source })?;
     let sql = format!(
         "insert into {table}
-         select * from jsonb_populate_recordset(null::{table}, $1)
+         select * from jsonb_populate_recordset(null::{table}, $1::text::jsonb)
          on conflict ({}) do update set {updates}",
         key.join(", ")
     );
-    sqlx::query(&sql)
-        .bind(Value::Array(values))
-        .execute(&mut *conn)
-        .await?;
+    sqlx::query(&sql).bind(json).execute(&mut *conn).await?;
     Ok(())
 }

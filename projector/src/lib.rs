@@ -32,6 +32,7 @@ mod leader;
 pub mod projection;
 pub mod rebuild;
 pub mod runner;
+mod shared_read;
 pub mod status;
 pub mod status_board;
 pub mod timeline;

@@ -39,7 +39,7 @@ pub struct RebuildConfig {
 impl Default for RebuildConfig {
     fn default() -> Self {
         Self {
-            batch_size: 1000,
+            batch_size: 5000,
             swap_lock_timeout: Duration::from_secs(2),
             swap_attempts: 5,
         }

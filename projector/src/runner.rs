@@ -13,7 +13,8 @@
 //! them again. The advisory lock of `leader` only keeps standbys from queueing up on it.
 //!
 //! # Waking up
-//! A leader runs batches back to back while they come back full; otherwise it waits for a NOTIFY on
+//! A leader runs batches back to back while they come back full, doubling the batch each time up to
+//! `max_batch_size` (catch-up); otherwise it returns to `batch_size` and waits for a NOTIFY on
 //! [`CHANNEL`], a poll tick (`poll_interval`) or shutdown, then asks cheaply whether its projection has
 //! anything to read before opening a batch transaction. Writers do not NOTIFY from inside their append
 //! transaction: PostgreSQL serializes the commits of notifying transactions (see the migration).
@@ -37,6 +38,7 @@ use tokio::sync::{watch, Notify};
 use crate::error::{Error, Result};
 use crate::leader::{default_instance, AdvisoryLock, LEADER_CLASS};
 use crate::projection::{projection, Projection, Target, NAMES};
+use crate::shared_read::SharedReads;
 use crate::status::{publish_metrics, status};
 use store::conn::Guarded;
 
@@ -47,8 +49,13 @@ pub use store::notify::CHANNEL;
 /// How runners behave.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Most events applied in one transaction.
+    /// Events applied in one transaction when the projection is (nearly) caught up.
     pub batch_size: i64,
+    /// Most events applied in one transaction while catching up: after every full batch the next one
+    /// doubles, up to this; the first short batch returns to `batch_size`. A bigger batch folds more
+    /// events of one aggregate into one row write and spreads a transaction's fixed cost over more events;
+    /// a small one keeps live batches short.
+    pub max_batch_size: i64,
     /// How often an idle leader looks for new events (a NOTIFY on [`CHANNEL`] wakes it sooner).
     pub poll_interval: Duration,
     /// After a wake-up finds new events, how long to let more arrive before applying them: one batch
@@ -71,6 +78,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             batch_size: 500,
+            max_batch_size: 8000,
             poll_interval: Duration::from_millis(100),
             coalesce: Duration::from_millis(10),
             leader_retry: Duration::from_secs(1),
@@ -105,6 +113,7 @@ pub async fn run_projections(
         .map(|name| projection(name))
         .collect::<Result<Vec<_>>>()?;
     let (stop_tx, stop) = watch::channel(false);
+    let reads = Arc::new(SharedReads::new(projections.len()));
     let runners: Vec<Runner> = projections
         .into_iter()
         .map(|projection| Runner {
@@ -112,6 +121,7 @@ pub async fn run_projections(
             projection,
             config: config.clone(),
             wake: Arc::new(Notify::new()),
+            reads: reads.clone(),
         })
         .collect();
     let wakes: Vec<Arc<Notify>> = runners.iter().map(|r| r.wake.clone()).collect();
@@ -142,6 +152,8 @@ struct Runner {
     projection: &'static dyn Projection,
     config: Config,
     wake: Arc<Notify>,
+    /// The log batches this process's runners read, shared between them.
+    reads: Arc<SharedReads>,
 }
 
 impl Runner {
@@ -194,6 +206,9 @@ impl Runner {
         let name = self.projection.name();
         let mut failures: u32 = 0;
         let mut checked = Instant::now();
+        let base = self.config.batch_size.max(1);
+        let max = self.config.max_batch_size.max(base);
+        let mut size = base;
         loop {
             if is_stopped(stop) {
                 return;
@@ -204,14 +219,19 @@ impl Runner {
                 }
                 checked = Instant::now();
             }
-            match apply_next_batch(&self.pool, self.projection, self.config.batch_size).await {
+            match apply_batch(&self.pool, self.projection, size, Some(&self.reads)).await {
                 Ok(n) => {
                     failures = 0;
-                    if i64::try_from(n).unwrap_or(i64::MAX) >= self.config.batch_size {
+                    if i64::try_from(n).unwrap_or(i64::MAX) >= size {
+                        size = size.saturating_mul(2).min(max);
                         continue;
                     }
+                    size = base;
                 }
                 Err(e) => {
+                    // Retry small: a batch that failed for its size (a statement too big, a timeout)
+                    // must not fail the same way forever.
+                    size = base;
                     failures = failures.saturating_add(1);
                     log_batch_error(name, &e, failures);
                     metrics::counter!("trailbook_projection_batch_failures_total", "projection" => name)
@@ -285,11 +305,21 @@ fn log_batch_error(projection: &'static str, error: &Error, failures: u32) {
 
 /// Applies the next batch of the log to `projection`'s live tables in one transaction and moves its
 /// checkpoint. Returns how many events were applied (0: nothing to read).
-#[tracing::instrument(level = "debug", skip_all, fields(projection = projection.name()))]
 pub async fn apply_next_batch(
     pool: &PgPool,
     projection: &dyn Projection,
     batch_size: i64,
+) -> Result<usize> {
+    apply_batch(pool, projection, batch_size, None).await
+}
+
+/// [`apply_next_batch`], reading the log through `reads` when given.
+#[tracing::instrument(level = "debug", skip_all, fields(projection = projection.name()))]
+async fn apply_batch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    batch_size: i64,
+    reads: Option<&SharedReads>,
 ) -> Result<usize> {
     let name = projection.name();
     let mut conn = Guarded::acquire(pool).await?;
@@ -300,14 +330,25 @@ pub async fn apply_next_batch(
         .execute(&mut *tx)
         .await?;
     let checkpoint = lock_checkpoint(&mut tx, name).await?;
-    let events = read_after(&mut *tx, checkpoint, batch_size).await?;
+    let batch;
+    let fresh;
+    let events: &[RecordedEvent] = match reads {
+        Some(reads) => {
+            batch = reads.read(&mut tx, checkpoint, batch_size).await?;
+            batch.events()
+        }
+        None => {
+            fresh = read_after(&mut *tx, checkpoint, batch_size).await?;
+            &fresh
+        }
+    };
     let Some(last) = events.last() else {
         tx.rollback().await?;
         conn.release();
         return Ok(0);
     };
     projection
-        .apply_batch(&mut tx, Target::LIVE, &events)
+        .apply_batch(&mut tx, Target::LIVE, events)
         .await?;
     save_checkpoint(&mut tx, name, checkpoint, last).await?;
     tx.commit().await?;

@@ -180,6 +180,14 @@ impl<A: BoardAggregate> FoldedRow for Item<A> {
         }
     }
 
+    fn id(&self) -> &str {
+        &self.aggregate_id
+    }
+
+    fn state_version(&self) -> i32 {
+        self.state_version
+    }
+
     fn version(&self) -> i64 {
         self.version
     }

@@ -123,6 +123,14 @@ impl FoldedRow for VisitRow {
         }
     }
 
+    fn id(&self) -> &str {
+        &self.visit_id
+    }
+
+    fn state_version(&self) -> i32 {
+        self.state_version
+    }
+
     fn version(&self) -> i64 {
         self.version
     }

@@ -53,6 +53,21 @@ impl RecordedEvent {
     /// The typed domain event, brought up to date by the aggregate's upcasters.
     pub fn decode<A: AggregateSchema>(&self) -> Result<A::Event> {
         let upcasters = A::upcasters();
+        if !upcasters
+            .iter()
+            .any(|u| u.can_upcast(&self.event_type, &self.event_version))
+        {
+            // Current version: deserialized in place, without copying the payload.
+            return <A::Event as serde::Deserialize>::deserialize(&self.payload).map_err(|e| {
+                corrupt::<A>(
+                    &self.aggregate_id,
+                    self.sequence,
+                    &self.event_type,
+                    &self.event_version,
+                    e,
+                )
+            });
+        }
         decode_event::<A>(
             &upcasters,
             &self.aggregate_id,
@@ -91,16 +106,26 @@ pub(crate) fn decode_event<A: AggregateSchema>(
             serialized = upcaster.upcast(serialized);
         }
     }
-    serde_json::from_value(serialized.payload).map_err(|e| {
-        Error::CorruptEvent(Box::new(CorruptEvent {
-            aggregate_type: A::TYPE.to_string(),
-            aggregate_id: aggregate_id.to_string(),
-            sequence,
-            event_type: event_type.to_string(),
-            event_version: event_version.to_string(),
-            reason: e.to_string(),
-        }))
-    })
+    serde_json::from_value(serialized.payload)
+        .map_err(|e| corrupt::<A>(aggregate_id, sequence, event_type, event_version, e))
+}
+
+/// The error of a stored event that does not deserialize into `A`'s events.
+fn corrupt<A: AggregateSchema>(
+    aggregate_id: &str,
+    sequence: i64,
+    event_type: &str,
+    event_version: &str,
+    reason: impl std::fmt::Display,
+) -> Error {
+    Error::CorruptEvent(Box::new(CorruptEvent {
+        aggregate_type: A::TYPE.to_string(),
+        aggregate_id: aggregate_id.to_string(),
+        sequence,
+        event_type: event_type.to_string(),
+        event_version: event_version.to_string(),
+        reason: reason.to_string(),
+    }))
 }
 
 /// Reads up to `limit` events after `after`, in log order, stopping before any transaction that may still

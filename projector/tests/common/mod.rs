@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 pub fn config(instance: &str) -> Config {
     Config {
         batch_size: 100,
+        max_batch_size: 400,
         poll_interval: Duration::from_millis(20),
         coalesce: Duration::from_millis(2),
         leader_retry: Duration::from_millis(100),
