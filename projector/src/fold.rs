@@ -1,9 +1,12 @@
 //! Read-model rows that carry an aggregate's folded state, and how a batch updates them.
 //!
 //! A batch costs the same few round trips whatever its size: one query loads every row the batch touches
-//! (`to_jsonb(t)`, into the row struct with serde), the events are applied in memory by the domain's own
-//! `Aggregate::apply`, and one statement writes every changed row back (`jsonb_populate_recordset` of a
-//! JSON array, upserted on the key). The row structs' field names are the column names.
+//! (`row_to_json(t)`, parsed into the row struct with serde), the events are applied in memory by the
+//! domain's own `Aggregate::apply`, and one statement writes every changed row back
+//! (`json_populate_recordset` of a JSON array, upserted on the key). The row structs' field names are the
+//! column names. Rows travel as JSON text both ways, never as `jsonb` or `serde_json::Value`: building
+//! either sorts and copies every key of every row, which was most of a batch's CPU (measured with `perf`
+//! during catch-up).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -163,10 +166,11 @@ async fn load_rows<R: FoldedRow>(
 ) -> Result<HashMap<String, R>> {
     let aggregate_type = <R::Aggregate as Aggregate>::TYPE;
     let id_column = R::ID_COLUMN;
-    // As text, parsed straight into the row struct: no `serde_json::Value` tree in between.
+    // As JSON text, parsed straight into the row struct: no `serde_json::Value` tree in between.
+    // `row_to_json` writes the text directly; `to_jsonb` would first build (and key-sort) a jsonb value.
     let texts: Vec<String> = if R::TYPED {
         sqlx::query_scalar(&format!(
-            "select to_jsonb(t)::text from {table} t where aggregate_type = $2 and {id_column} = any($1)"
+            "select row_to_json(t)::text from {table} t where aggregate_type = $2 and {id_column} = any($1)"
         ))
         .bind(ids)
         .bind(aggregate_type)
@@ -174,7 +178,7 @@ async fn load_rows<R: FoldedRow>(
         .await?
     } else {
         sqlx::query_scalar(&format!(
-            "select to_jsonb(t)::text from {table} t where {id_column} = any($1)"
+            "select row_to_json(t)::text from {table} t where {id_column} = any($1)"
         ))
         .bind(ids)
         .fetch_all(&mut *conn)
@@ -272,11 +276,12 @@ pub(crate) async fn upsert_rows<R: Serialize>(
         .map(|column| format!("\"{column}\" = excluded.\"{column}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    // Serialized straight to JSON text: no `serde_json::Value` tree per row.
+    // Serialized straight to JSON text: no `serde_json::Value` tree per row. `json_populate_recordset`
+    // reads the text as it is; the jsonb variant would first convert every row (sorting its keys).
     let json = serde_json::to_string(rows).map_err(|source| Error::Row { projection, source })?;
     let sql = format!(
         "insert into {table}
-         select * from jsonb_populate_recordset(null::{table}, $1::text::jsonb)
+         select * from json_populate_recordset(null::{table}, $1::text::json)
          on conflict ({}) do update set {updates}",
         key.join(", ")
     );

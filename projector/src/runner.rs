@@ -61,6 +61,10 @@ pub struct Config {
     /// After a wake-up finds new events, how long to let more arrive before applying them: one batch
     /// then carries a burst of commits instead of a transaction per commit (zero: apply at once).
     pub coalesce: Duration,
+    /// Under a steady stream of commits, the shortest time from the start of one live batch to the start
+    /// of the next (the wait after a wake-up is stretched to it): batches then carry more events each
+    /// and cost the database fewer transactions per command, for at most this much added lag.
+    pub min_batch_interval: Duration,
     /// How often a standby tries to take over the lead of a projection.
     pub leader_retry: Duration,
     /// Longest wait between retries of a failing batch.
@@ -81,6 +85,7 @@ impl Default for Config {
             max_batch_size: 8000,
             poll_interval: Duration::from_millis(100),
             coalesce: Duration::from_millis(10),
+            min_batch_interval: Duration::from_millis(25),
             leader_retry: Duration::from_secs(1),
             max_backoff: Duration::from_secs(30),
             metrics_interval: Duration::from_secs(5),
@@ -209,6 +214,7 @@ impl Runner {
         let base = self.config.batch_size.max(1);
         let max = self.config.max_batch_size.max(base);
         let mut size = base;
+        let mut started;
         loop {
             if is_stopped(stop) {
                 return;
@@ -219,6 +225,7 @@ impl Runner {
                 }
                 checked = Instant::now();
             }
+            started = Instant::now();
             match apply_batch(&self.pool, self.projection, size, Some(&self.reads)).await {
                 Ok(n) => {
                     failures = 0;
@@ -263,8 +270,13 @@ impl Runner {
                 match has_pending(&self.pool, name).await {
                     Ok(false) => {}
                     Ok(true) => {
-                        if !self.config.coalesce.is_zero() {
-                            sleep_or_stop(self.config.coalesce, stop).await;
+                        let wait = self.config.coalesce.max(
+                            self.config
+                                .min_batch_interval
+                                .saturating_sub(started.elapsed()),
+                        );
+                        if !wait.is_zero() {
+                            sleep_or_stop(wait, stop).await;
                         }
                         break;
                     }

@@ -29,6 +29,7 @@ pub fn config(instance: &str) -> Config {
         max_batch_size: 400,
         poll_interval: Duration::from_millis(20),
         coalesce: Duration::from_millis(2),
+        min_batch_interval: Duration::from_millis(5),
         leader_retry: Duration::from_millis(100),
         max_backoff: Duration::from_millis(500),
         metrics_interval: Duration::ZERO,
