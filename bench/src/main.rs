@@ -675,26 +675,8 @@ async fn workloads(
     let live = projection::Shape::Live {
         gap: LIVE_GAP_PAIRS,
     };
-    progress(&format!(
-        "pre-writing {} events ({})",
-        pairs * 10,
-        live.describe()
-    ));
-    let events = projection::prewrite(&ppool, pairs, live).await?;
-    progress("projector_catchup");
-    let took = projection::catch_up(&ppool, Duration::from_secs(900)).await?;
-    rows.push(
-        Row {
-            ops_per_s: Some(events as f64 / took.as_secs_f64()),
-            ops: events,
-            ..Row::new("projector_catchup", 1)
-        }
-        .variant(format!(
-            "all 4 projections, one process, {events} events; {}",
-            live.describe()
-        ))
-        .value(took.as_secs_f64(), "s"),
-    );
+    let (row, events) = catch_up_over(&ppool, pairs, live, "").await?;
+    rows.push(row);
     progress("rebuild");
     let took = projection::rebuild(&ppool).await?;
     rows.push(
@@ -710,29 +692,39 @@ async fn workloads(
     // The same catch-up over the worst-case log (a fifth of the size: it is several times slower).
     projection::reset(&ppool).await?;
     let worst = projection::Shape::RoundRobin;
-    let pairs = (pairs / 5).max(1);
+    let (row, _) = catch_up_over(&ppool, (pairs / 5).max(1), worst, " (worst case)").await?;
+    rows.push(row);
+    ppool.close().await;
+    Ok(rows)
+}
+
+/// Pre-writes `pairs` bookings and visits shaped as `shape`, then measures `projector_catchup` over them;
+/// returns the row and the number of events.
+async fn catch_up_over(
+    pool: &sqlx::PgPool,
+    pairs: usize,
+    shape: projection::Shape,
+    label: &str,
+) -> Result<(Row, u64)> {
     progress(&format!(
         "pre-writing {} events ({})",
         pairs * 10,
-        worst.describe()
+        shape.describe()
     ));
-    let events = projection::prewrite(&ppool, pairs, worst).await?;
-    progress("projector_catchup (worst case)");
-    let took = projection::catch_up(&ppool, Duration::from_secs(900)).await?;
-    rows.push(
-        Row {
-            ops_per_s: Some(events as f64 / took.as_secs_f64()),
-            ops: events,
-            ..Row::new("projector_catchup", 1)
-        }
-        .variant(format!(
-            "all 4 projections, one process, {events} events; {}",
-            worst.describe()
-        ))
-        .value(took.as_secs_f64(), "s"),
-    );
-    ppool.close().await;
-    Ok(rows)
+    let events = projection::prewrite(pool, pairs, shape).await?;
+    progress(&format!("projector_catchup{label}"));
+    let took = projection::catch_up(pool, Duration::from_secs(900)).await?;
+    let row = Row {
+        ops_per_s: Some(events as f64 / took.as_secs_f64()),
+        ops: events,
+        ..Row::new("projector_catchup", 1)
+    }
+    .variant(format!(
+        "all 4 projections, one process, {events} events; {}",
+        shape.describe()
+    ))
+    .value(took.as_secs_f64(), "s");
+    Ok((row, events))
 }
 
 /// The server's transaction-id counter and WAL position.
@@ -863,6 +855,16 @@ fn targets(rows: &[Row], info: &RunInfo) -> Vec<Target> {
             r.workload == workload && r.variant.as_deref().is_some_and(|v| v.starts_with(starts))
         })
     };
+    let variant_ratio = |workload: &str, starts: &str, baseline: &str| {
+        rows.iter()
+            .find(|r| {
+                r.workload == workload
+                    && r.clients == 16
+                    && r.variant.as_deref().is_some_and(|v| v.starts_with(starts))
+                    && r.baseline.as_deref() == Some(baseline)
+            })
+            .and_then(|r| r.ratio)
+    };
     let at_least = |v: Option<f64>, goal: f64| v.map(|v| v >= goal);
     let at_most = |v: Option<f64>, goal: f64| v.map(|v| v <= goal);
     let x = |v: Option<f64>| v.map_or_else(|| "–".to_owned(), |v| format!("{v:.2}×"));
@@ -870,6 +872,13 @@ fn targets(rows: &[Row], info: &RunInfo) -> Vec<Target> {
     let r = ratio("http_create", "raw_sql@16");
     out.push(Target {
         what: "HTTP create vs raw SQL, 16 clients",
+        goal: "≥ 0.8×",
+        measured: x(r),
+        met: at_least(r, 0.8),
+    });
+    let r = variant_ratio("http_create", "`trailbook command-api` alone", "raw_sql@16");
+    out.push(Target {
+        what: "… the same through `command-api` alone (no projector in the process)",
         goal: "≥ 0.8×",
         measured: x(r),
         met: at_least(r, 0.8),
@@ -884,6 +893,13 @@ fn targets(rows: &[Row], info: &RunInfo) -> Vec<Target> {
     let r = ratio("http_create", "stock_cqrs_es@16");
     out.push(Target {
         what: "HTTP create vs stock cqrs-es, 16 clients",
+        goal: "≥ 1.5×",
+        measured: x(r),
+        met: at_least(r, 1.5),
+    });
+    let r = variant_ratio("inproc_create", "store only", "stock_cqrs_es@16");
+    out.push(Target {
+        what: "… like for like: the store's append alone vs stock cqrs-es",
         goal: "≥ 1.5×",
         measured: x(r),
         met: at_least(r, 1.5),
@@ -929,6 +945,24 @@ fn targets(rows: &[Row], info: &RunInfo) -> Vec<Target> {
         ),
         met: at_most(p99, 100.0),
     });
+    if let Some(half) = rows.iter().find(|r| {
+        r.workload == "projector_lag"
+            && r.variant
+                .as_deref()
+                .is_some_and(|v| v.ends_with("half of serve's capacity measured above"))
+    }) {
+        out.push(Target {
+            what: "… at half of serve's measured capacity (no queue in the server)",
+            goal: "≤ 100 ms",
+            measured: format!(
+                "{} ms at {} cmd/s",
+                fmt_ms(half.p99_ms),
+                half.value
+                    .map_or_else(|| "–".to_owned(), |v| format!("{v:.0}"))
+            ),
+            met: at_most(half.p99_ms, 100.0),
+        });
+    }
     let rebuild = rows.iter().find(|r| r.workload == "rebuild");
     let estimate = rebuild
         .and_then(|r| r.ops_per_s)
