@@ -11,6 +11,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tracing::Instrument;
 
 use crate::error::ApiError;
 use crate::extract::{CorrelationId, CORRELATION_HEADER};
@@ -20,11 +21,13 @@ use crate::AppState;
 pub async fn correlation(mut request: Request, next: Next) -> Response {
     let id = CorrelationId::from_headers(request.headers());
     request.extensions_mut().insert(id.clone());
+    // `instrument`, never `span.enter()` across the `.await`: an entered guard stays entered on the
+    // worker thread while the request is suspended, so other tasks there (the commit notifier, sqlx
+    // streams) run "inside" it and clone it after it closed: tracing-subscriber panics, and a panic
+    // inside the panic hook's span handling overflowed the stack and killed `serve` under load
+    // (found by the benchmark's lag run).
     let span = tracing::info_span!("request", correlation_id = %id.0);
-    let mut response = {
-        let _entered = span.enter();
-        next.run(request).await
-    };
+    let mut response = next.run(request).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id.0) {
         response.headers_mut().insert(CORRELATION_HEADER, value);
     }
@@ -114,5 +117,58 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
             }
             .into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use axum::body::Body;
+    use axum::routing::get;
+    use axum::Router;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// While a request waits inside a handler, its span is not the current span of the thread that
+    /// polled it: other tasks on that thread must not run inside it.
+    #[test]
+    fn a_suspended_request_leaves_no_span_entered_on_its_thread() {
+        let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
+        let (_release, wait) = tokio::sync::oneshot::channel::<()>();
+        let wait = std::sync::Mutex::new(Some(wait));
+        let wait = Arc::new(wait);
+        let app = Router::new()
+            .route(
+                "/",
+                get(move || {
+                    let wait = wait.lock().ok().and_then(|mut w| w.take());
+                    async move {
+                        if let Some(wait) = wait {
+                            let _ = wait.await;
+                        }
+                        "done"
+                    }
+                }),
+            )
+            .layer(axum::middleware::from_fn(correlation));
+        let request = Request::builder()
+            .uri("/")
+            .body(Body::empty())
+            .unwrap_or_default();
+        let mut call = pin!(app.oneshot(request));
+        let mut cx = Context::from_waker(Waker::noop());
+
+        assert!(matches!(call.as_mut().poll(&mut cx), Poll::Pending));
+
+        let current = tracing::Span::current();
+        assert!(
+            current.metadata().is_none(),
+            "the request span is still entered: {:?}",
+            current.metadata().map(|m| m.name())
+        );
     }
 }
