@@ -82,7 +82,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             batch_size: 500,
-            max_batch_size: 8000,
+            max_batch_size: 4000,
             poll_interval: Duration::from_millis(100),
             coalesce: Duration::from_millis(10),
             min_batch_interval: Duration::from_millis(25),

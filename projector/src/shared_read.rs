@@ -15,8 +15,8 @@
 //! request for at most `n` of them. Events are never updated or deleted. A batch shorter than a request
 //! is not used (a fresh read may find more), so sharing never shortens a batch.
 //!
-//! The cache is bounded by events held (not entries) and drops an entry once every other runner of the
-//! process has taken it.
+//! The cache keeps only full batches (the catch-up case), is bounded by events held (not entries), and
+//! drops an entry once every other runner of the process has taken it.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -27,8 +27,9 @@ use store::{Checkpoint, RecordedEvent};
 
 use crate::error::Result;
 
-/// Most events held at once (payloads decoded: a few MB per thousand events).
-const MAX_EVENTS: usize = 16_000;
+/// Most events held at once (payloads decoded: a few MB per thousand events; `serve`'s memory target is
+/// 150 MB in all).
+const MAX_EVENTS: usize = 8_000;
 
 struct Entry {
     after: Checkpoint,
@@ -80,7 +81,11 @@ impl SharedReads {
         }
         let events = Arc::new(read_after(&mut *conn, after, limit).await?);
         let len = events.len();
-        self.keep(after, events.clone());
+        // Only a full batch can answer another runner (a short one is never used, see above): live
+        // batches, nearly always short, are not kept at all.
+        if len == wanted {
+            self.keep(after, events.clone());
+        }
         Ok(Batch { events, len })
     }
 
