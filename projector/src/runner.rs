@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
-use store::log::read_after;
 use store::{Checkpoint, RecordedEvent};
 use tokio::sync::{watch, Notify};
 
@@ -226,7 +225,7 @@ impl Runner {
                 checked = Instant::now();
             }
             started = Instant::now();
-            match apply_batch(&self.pool, self.projection, size, Some(&self.reads)).await {
+            match apply_batch(&self.pool, self.projection, size, &self.reads).await {
                 Ok(n) => {
                     failures = 0;
                     if i64::try_from(n).unwrap_or(i64::MAX) >= size {
@@ -322,16 +321,17 @@ pub async fn apply_next_batch(
     projection: &dyn Projection,
     batch_size: i64,
 ) -> Result<usize> {
-    apply_batch(pool, projection, batch_size, None).await
+    // A cache for one runner keeps nothing: every batch is read from the log.
+    apply_batch(pool, projection, batch_size, &SharedReads::new(1)).await
 }
 
-/// [`apply_next_batch`], reading the log through `reads` when given.
+/// [`apply_next_batch`], reading the log through `reads` (shared with the process's other runners).
 #[tracing::instrument(level = "debug", skip_all, fields(projection = projection.name()))]
 async fn apply_batch(
     pool: &PgPool,
     projection: &dyn Projection,
     batch_size: i64,
-    reads: Option<&SharedReads>,
+    reads: &SharedReads,
 ) -> Result<usize> {
     let name = projection.name();
     let mut conn = Guarded::acquire(pool).await?;
@@ -342,18 +342,8 @@ async fn apply_batch(
         .execute(&mut *tx)
         .await?;
     let checkpoint = lock_checkpoint(&mut tx, name).await?;
-    let batch;
-    let fresh;
-    let events: &[RecordedEvent] = match reads {
-        Some(reads) => {
-            batch = reads.read(&mut tx, checkpoint, batch_size).await?;
-            batch.events()
-        }
-        None => {
-            fresh = read_after(&mut *tx, checkpoint, batch_size).await?;
-            &fresh
-        }
-    };
+    let batch = reads.read(&mut tx, checkpoint, batch_size).await?;
+    let events = batch.events();
     let Some(last) = events.last() else {
         tx.rollback().await?;
         conn.release();
