@@ -58,9 +58,13 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
-    /// Where to write the Markdown report.
-    #[arg(long, default_value = "BENCHMARKS.md")]
-    markdown: PathBuf,
+    /// Run only these phases (comma-separated; default: all). A partial run prints its table but writes
+    /// no Markdown report unless --markdown is given.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    only: Vec<Phase>,
+    /// Where to write the Markdown report (default: BENCHMARKS.md for a run of every phase).
+    #[arg(long)]
+    markdown: Option<PathBuf>,
     /// The `trailbook` binary to start (default: `trailbook` next to this executable, i.e. the one
     /// `cargo build --release -p trailbook` built into the same target directory).
     #[arg(long, env = "TRAILBOOK_BIN")]
@@ -79,6 +83,21 @@ struct Args {
     /// Fixed command rate of the live-lag run (commands per second).
     #[arg(long, default_value_t = 1000.0)]
     lag_rate: f64,
+}
+
+/// The phases of a run, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Phase {
+    /// `http_create` through `trailbook serve`, the live lag, and serve's peak RSS.
+    Serve,
+    /// `http_create` through `trailbook command-api` alone.
+    CommandApi,
+    /// `inproc_create`, `raw_sql`, `raw_ceiling` and `stock_cqrs_es`.
+    Inproc,
+    /// `long_stream_load` and `time_travel`.
+    Streams,
+    /// `projector_catchup` and `rebuild`.
+    Projector,
 }
 
 /// The long stream: 10k events plus the most that can follow the last snapshot (49 at the default
@@ -226,6 +245,7 @@ async fn run(args: Args) -> Result<()> {
             let projector_url = server.create_database(&projector_name).await?;
             workloads(
                 &plan,
+                &args.only,
                 &bin,
                 &data_dir,
                 &nonce,
@@ -282,8 +302,15 @@ async fn run(args: Args) -> Result<()> {
             }
         );
     }
-    report::write_markdown(&args.markdown, &info, &rows, &targets)?;
-    progress(&format!("wrote {}", args.markdown.display()));
+    let markdown = match (&args.markdown, args.only.is_empty()) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(PathBuf::from("BENCHMARKS.md")),
+        (None, false) => None,
+    };
+    if let Some(path) = markdown {
+        report::write_markdown(&path, &info, &rows, &targets)?;
+        progress(&format!("wrote {}", path.display()));
+    }
     if let Some(path) = &args.json {
         report::write_json(path, &rows)?;
         progress(&format!("wrote {}", path.display()));
@@ -332,9 +359,27 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
-/// Every workload, in order; returns the rows.
+/// What the phases of a run share.
+struct Ctx<'a> {
+    plan: &'a Plan,
+    bin: &'a Path,
+    data_dir: &'a Path,
+    nonce: &'a str,
+    url: &'a str,
+    projector_url: &'a str,
+    /// The run's main database, 16 connections.
+    pool: sqlx::PgPool,
+    /// One connection for the server-wide probes around each phase.
+    probe_pool: sqlx::PgPool,
+    /// The servers' JWT secret (tokens are issued here).
+    secret: String,
+}
+
+/// Every workload of the selected phases, in order; returns the rows.
+#[allow(clippy::too_many_arguments)]
 async fn workloads(
     plan: &Plan,
+    phases: &[Phase],
     bin: &Path,
     data_dir: &Path,
     nonce: &str,
@@ -342,21 +387,64 @@ async fn workloads(
     projector_url: &str,
     lag_rate: f64,
 ) -> Result<Vec<Row>> {
+    let runs = |phase: Phase| phases.is_empty() || phases.contains(&phase);
+    let cx = Ctx {
+        plan,
+        bin,
+        data_dir,
+        nonce,
+        url,
+        projector_url,
+        pool: db::pool(url, 16).await?,
+        probe_pool: db::pool(url, 1).await?,
+        secret: Alphanumeric.sample_string(&mut rand::rng(), 48),
+    };
+    // The servers apply their own embedded migrations when they start, as they would for a user (and a
+    // harness built from a newer tree must not apply migrations the server does not know); only a run
+    // that starts no server migrates the database itself.
+    if !runs(Phase::Serve) && !runs(Phase::CommandApi) {
+        store::db::migrate(&cx.pool)
+            .await
+            .context("migrating the benchmark database")?;
+    }
     let mut rows = Vec::new();
-    let pool = db::pool(url, 16).await?;
-    let probe_pool = db::pool(url, 1).await?;
-    // No migration here: `serve` applies its own embedded migrations when it starts, as it would for a
-    // user (and a harness built from a newer tree must not apply migrations the server does not know).
+    if runs(Phase::Serve) {
+        serve_phase(&cx, lag_rate, &mut rows).await?;
+    }
+    if runs(Phase::CommandApi) {
+        command_api_phase(&cx, &mut rows).await?;
+    }
+    if runs(Phase::Inproc) {
+        inproc_phase(&cx, &mut rows).await?;
+    }
+    if runs(Phase::Streams) {
+        streams_phase(&cx, &mut rows).await?;
+    }
+    cx.pool.close().await;
+    if runs(Phase::Projector) {
+        projector_phase(&cx, &mut rows).await?;
+    }
+    Ok(rows)
+}
 
-    // 1. The whole command path over HTTP, with serve's memory; then the live lag at a fixed rate.
+/// Phase 1: the whole command path over HTTP through `trailbook serve`, with serve's memory; then the
+/// live lag at a fixed rate.
+async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result<()> {
+    let plan = cx.plan;
+    let bin = cx.bin;
+    let data_dir = cx.data_dir;
+    let nonce = cx.nonce;
+    let url = cx.url;
+    let pool = &cx.pool;
+    let probe_pool = &cx.probe_pool;
+    let secret = &cx.secret;
     progress("starting trailbook serve");
-    let secret = Alphanumeric.sample_string(&mut rand::rng(), 48);
     let serve = server::Serve::start(
         bin,
         "serve",
         url,
         &data_dir.join("serve"),
-        &secret,
+        secret,
         &data_dir.join("serve.log"),
     )
     .await?;
@@ -376,7 +464,7 @@ async fn workloads(
             let (client, base, token, seq) =
                 (client.clone(), base.clone(), token.clone(), seq.clone());
             let (m, per_op) = probed(
-                &probe_pool,
+                probe_pool,
                 Some(serve.pid),
                 closed_loop(c, plan.warmup, plan.window, move || {
                     commands::http_create(
@@ -436,15 +524,26 @@ async fn workloads(
     http?;
     stopped?;
 
-    // 1b. The same over HTTP to `trailbook command-api` alone: no projector, query API or partner
-    // simulator in the server process, to tell the HTTP path's cost from theirs.
+    Ok(())
+}
+
+/// Phase 1b: the same over HTTP to `trailbook command-api` alone: no projector, query API or partner simulator
+/// in the server process, to tell the HTTP path's cost from theirs.
+async fn command_api_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
+    let plan = cx.plan;
+    let bin = cx.bin;
+    let data_dir = cx.data_dir;
+    let nonce = cx.nonce;
+    let url = cx.url;
+    let probe_pool = &cx.probe_pool;
+    let secret = &cx.secret;
     progress("starting trailbook command-api");
     let api = server::Serve::start(
         bin,
         "command-api",
         url,
         &data_dir.join("serve"),
-        &secret,
+        secret,
         &data_dir.join("command-api.log"),
     )
     .await?;
@@ -464,7 +563,7 @@ async fn workloads(
             let (client, base, token, seq) =
                 (client.clone(), base.clone(), token.clone(), seq.clone());
             let (m, per_op) = probed(
-                &probe_pool,
+                probe_pool,
                 Some(api.pid),
                 closed_loop(c, plan.warmup, plan.window, move || {
                     commands::http_create(
@@ -490,7 +589,15 @@ async fn workloads(
     http?;
     stopped?;
 
-    // 2. The same command in-process, as raw SQL, the one-row ceiling, and stock cqrs-es.
+    Ok(())
+}
+
+/// Phase 2: the same command in-process, as raw SQL, the one-row ceiling, and stock cqrs-es.
+async fn inproc_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
+    let plan = cx.plan;
+    let nonce = cx.nonce;
+    let pool = &cx.pool;
+    let probe_pool = &cx.probe_pool;
     let store = EventStore::new(pool.clone(), StoreConfig::default())
         .with_notifier(store::notify::CommitNotifier::spawn(pool.clone()));
     let seq = Seq::new(nonce, "inproc");
@@ -498,7 +605,7 @@ async fn workloads(
         progress(&format!("inproc_create, {c} clients"));
         let (store, seq) = (store.clone(), seq.clone());
         let (m, per_op) = probed(
-            &probe_pool,
+            probe_pool,
             None,
             closed_loop(c, plan.warmup, plan.window, move || {
                 commands::inproc_create(store.clone(), seq.clone())
@@ -512,7 +619,7 @@ async fn workloads(
         progress(&format!("inproc_create (store only), {c} clients"));
         let (store, seq) = (store.clone(), seq.clone());
         let (m, per_op) = probed(
-            &probe_pool,
+            probe_pool,
             None,
             closed_loop(c, plan.warmup, plan.window, move || {
                 commands::inproc_store_only(store.clone(), seq.clone())
@@ -530,7 +637,7 @@ async fn workloads(
         progress(&format!("raw_sql, {c} clients"));
         let (pool, seq) = (pool.clone(), seq.clone());
         let (m, per_op) = probed(
-            &probe_pool,
+            probe_pool,
             None,
             closed_loop(c, plan.warmup, plan.window, move || {
                 commands::raw_sql(pool.clone(), seq.clone())
@@ -544,7 +651,7 @@ async fn workloads(
         progress(&format!("raw_sql (one statement), {c} clients"));
         let (pool, seq) = (pool.clone(), seq.clone());
         let (m, per_op) = probed(
-            &probe_pool,
+            probe_pool,
             None,
             closed_loop(c, plan.warmup, plan.window, move || {
                 commands::raw_one_statement(pool.clone(), seq.clone())
@@ -563,7 +670,7 @@ async fn workloads(
         progress(&format!("raw_ceiling, {c} clients"));
         let (pool, seq, template) = (pool.clone(), seq.clone(), template.clone());
         let (m, per_op) = probed(
-            &probe_pool,
+            probe_pool,
             None,
             closed_loop(c, plan.warmup, plan.window, move || {
                 commands::raw_ceiling(pool.clone(), seq.clone(), template.clone())
@@ -578,7 +685,7 @@ async fn workloads(
         progress(&format!("stock_cqrs_es, {c} clients"));
         let (cqrs, seq) = (cqrs.clone(), seq.clone());
         let (m, per_op) = probed(
-            &probe_pool,
+            probe_pool,
             None,
             closed_loop(c, plan.warmup, plan.window, move || {
                 commands::stock_cqrs_es(cqrs.clone(), seq.clone())
@@ -588,7 +695,14 @@ async fn workloads(
         rows.push(Row::measured("stock_cqrs_es", count(c), &m).costs_of(per_op));
     }
 
-    // 3. The long stream: loads, time travel, appends.
+    Ok(())
+}
+
+/// Phase 3: the long stream: loads, time travel, appends.
+async fn streams_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
+    let plan = cx.plan;
+    let nonce = cx.nonce;
+    let pool = &cx.pool;
     progress("long_stream_load and time_travel");
     let plain = EventStore::new(pool.clone(), StoreConfig::default());
     let streams = streams::build(&plain, nonce, plan.stream_length).await?;
@@ -664,9 +778,14 @@ async fn workloads(
                 .variant(format!("append 1 event to the {len}-event stream, {label}")),
         );
     }
-    pool.close().await;
 
-    // 4. The projector over a pre-written log, in a database of its own.
+    Ok(())
+}
+
+/// Phase 4: the projector over a pre-written log, in a database of its own.
+async fn projector_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
+    let plan = cx.plan;
+    let projector_url = cx.projector_url;
     let ppool = db::pool(projector_url, 16).await?;
     store::db::migrate(&ppool)
         .await
@@ -695,7 +814,7 @@ async fn workloads(
     let (row, _) = catch_up_over(&ppool, (pairs / 5).max(1), worst, " (worst case)").await?;
     rows.push(row);
     ppool.close().await;
-    Ok(rows)
+    Ok(())
 }
 
 /// Pre-writes `pairs` bookings and visits shaped as `shape`, then measures `projector_catchup` over them;

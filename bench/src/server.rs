@@ -54,8 +54,12 @@ impl Serve {
             .env("TRAILBOOK_DATA_DIR", data_dir)
             .env("TRAILBOOK_JWT_SECRET", jwt_secret)
             .env("TRAILBOOK_RATE_LIMIT", "0")
-            // The default level, whatever the caller's environment says.
-            .env("RUST_LOG", "info")
+            // The default level, whatever the caller's RUST_LOG says (that one is the harness's own);
+            // TRAILBOOK_BENCH_SERVER_LOG sets the server's, e.g. `info,projector=debug`.
+            .env(
+                "RUST_LOG",
+                std::env::var("TRAILBOOK_BENCH_SERVER_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log_file))

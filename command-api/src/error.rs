@@ -53,6 +53,9 @@ pub enum ApiError {
     /// 429: too many requests for this token; retry after the given seconds.
     #[error("rate limit exceeded; retry in {retry_after} s")]
     RateLimited { retry_after: u64 },
+    /// 503: the server already handles as many requests as it is configured to; retry shortly.
+    #[error("the server is at its limit of {limit} requests in flight; retry in a second")]
+    Overloaded { limit: usize },
     /// 503: the database is unreachable or overloaded; retry later.
     #[error("the database is unavailable; retry later")]
     Unavailable,
@@ -103,7 +106,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Overloaded { .. } | Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -120,6 +123,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::RateLimited { .. } => "rate_limited",
+            Self::Overloaded { .. } => "overloaded",
             Self::Unavailable => "database_unavailable",
             Self::Internal(_) => "internal",
         }
@@ -169,6 +173,10 @@ impl IntoResponse for ApiError {
             Self::RateLimited { retry_after } => {
                 body.insert("detail".into(), json!(self.to_string()));
                 headers.push((header::RETRY_AFTER, retry_after.to_string()));
+            }
+            Self::Overloaded { .. } => {
+                body.insert("detail".into(), json!(self.to_string()));
+                headers.push((header::RETRY_AFTER, "1".to_string()));
             }
             Self::Unavailable => {
                 body.insert("detail".into(), json!(self.to_string()));

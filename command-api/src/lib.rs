@@ -52,6 +52,10 @@ pub struct Config {
     pub idempotency_ttl: chrono::Duration,
     /// Requests per second per token (0: unlimited).
     pub rate_limit: u32,
+    /// Most requests handled at once (0: unlimited); see [`middleware::in_flight`].
+    pub max_in_flight: usize,
+    /// How long a request beyond `max_in_flight` waits for a slot before a 503.
+    pub in_flight_wait: std::time::Duration,
 }
 
 impl Default for Config {
@@ -59,6 +63,8 @@ impl Default for Config {
         Self {
             idempotency_ttl: chrono::Duration::hours(24),
             rate_limit: 500,
+            max_in_flight: 128,
+            in_flight_wait: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -182,6 +188,10 @@ pub fn app(state: AppState) -> Router {
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(axum::middleware::from_fn(middleware::metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            middleware::InFlight::new(state.config.max_in_flight, state.config.in_flight_wait),
+            middleware::in_flight,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::rate_limit,

@@ -334,6 +334,7 @@ async fn apply_batch(
     reads: &SharedReads,
 ) -> Result<usize> {
     let name = projection.name();
+    let started = Instant::now();
     let mut conn = Guarded::acquire(pool).await?;
     let mut tx = conn.begin().await?;
     // A read model is derived data: a batch lost in a crash (rows and checkpoint together, never one
@@ -357,7 +358,15 @@ async fn apply_batch(
     conn.release();
 
     let applied = events.len();
-    tracing::debug!(applied, position = last.global_position, "applied a batch");
+    let took = started.elapsed();
+    tracing::debug!(
+        applied,
+        position = last.global_position,
+        took_ms = took.as_secs_f64() * 1000.0,
+        "applied a batch"
+    );
+    metrics::histogram!("trailbook_projection_batch_seconds", "projection" => name)
+        .record(took.as_secs_f64());
     metrics::counter!("trailbook_projection_events_applied_total", "projection" => name)
         .increment(u64::try_from(applied).unwrap_or_default());
     Ok(applied)

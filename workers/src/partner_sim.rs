@@ -239,7 +239,8 @@ pub async fn serve(
     let state = SimState::new(config)?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "partner simulator listening");
-    axum::serve(listener, app(state))
+    // Prepared once, shared by every connection (see `trailbook serve`).
+    axum::serve(listener, app(state).into_make_service())
         .with_graceful_shutdown(shutdown)
         .await?;
     Ok(())
