@@ -480,6 +480,16 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
             rows.push(Row::measured("http_create", count(c), &m).costs_of(per_op));
         }
         let rss_http = serve.peak_rss_mb()?;
+        // Once serve's projector has applied what http_create wrote (so it takes no CPU from the
+        // baseline), raw SQL again, right after.
+        projection::wait_for_head(
+            pool,
+            projection::head(pool).await?,
+            Instant::now(),
+            Duration::from_secs(300),
+        )
+        .await?;
+        rows.push(paired_raw_sql(cx, "serve", "`http_create` through `serve`").await);
 
         let capacity = rows
             .iter()
@@ -582,6 +592,7 @@ async fn command_api_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
                     .variant("`trailbook command-api` alone (no projector)"),
             );
         }
+        rows.push(paired_raw_sql(cx, "api", "`http_create` through `command-api`").await);
         Ok::<_, Error>(())
     }
     .await;
@@ -817,6 +828,30 @@ async fn projector_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// `raw_sql` at the most clients, measured right after the HTTP workload `after`: its ratio to the raw
+/// run minutes later shows how far the machine drifted, and the HTTP/raw ratio from the two adjacent
+/// windows is the one the drift moves least.
+async fn paired_raw_sql(cx: &Ctx<'_>, tag: &str, after: &str) -> Row {
+    let c = cx.plan.clients[2];
+    progress(&format!("raw_sql, {c} clients, right after {after}"));
+    let seq = Seq::new(cx.nonce, &format!("raw-paired-{tag}"));
+    let pool = cx.pool.clone();
+    let (m, per_op) = probed(
+        &cx.probe_pool,
+        None,
+        closed_loop(c, cx.plan.warmup, cx.plan.window, move || {
+            commands::raw_sql(pool.clone(), seq.clone())
+        }),
+    )
+    .await;
+    Row::measured("raw_sql", count(c), &m)
+        .costs_of(per_op)
+        .variant(format!("{PAIRED}{after}"))
+}
+
+/// How the variant of a paired `raw_sql` row starts.
+const PAIRED: &str = "paired: right after ";
+
 /// Pre-writes `pairs` bookings and visits shaped as `shape`, then measures `projector_catchup` over them;
 /// returns the row and the number of events.
 async fn catch_up_over(
@@ -995,9 +1030,49 @@ fn targets(rows: &[Row], info: &RunInfo) -> Vec<Target> {
         measured: x(r),
         met: at_least(r, 0.8),
     });
+    // The same ratios against the raw run right after each HTTP run (adjacent windows).
+    let paired = |http: Option<&Row>, after: &str| {
+        let raw = rows.iter().find(|r| {
+            r.workload == "raw_sql"
+                && r.variant
+                    .as_deref()
+                    .is_some_and(|v| v.strip_prefix(PAIRED) == Some(after))
+        });
+        match (
+            http.and_then(|r| r.ops_per_s),
+            raw.and_then(|r| r.ops_per_s),
+        ) {
+            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+            _ => None,
+        }
+    };
+    let http_serve = rows
+        .iter()
+        .find(|r| r.workload == "http_create" && r.clients == 16 && r.variant.is_none());
+    let r = paired(http_serve, "`http_create` through `serve`");
+    out.push(Target {
+        what: "… paired: vs raw SQL run right after it",
+        goal: "≥ 0.8×",
+        measured: x(r),
+        met: at_least(r, 0.8),
+    });
     let r = variant_ratio("http_create", "`trailbook command-api` alone", "raw_sql@16");
     out.push(Target {
         what: "… the same through `command-api` alone (no projector in the process)",
+        goal: "≥ 0.8×",
+        measured: x(r),
+        met: at_least(r, 0.8),
+    });
+    let http_api = rows.iter().find(|r| {
+        r.workload == "http_create"
+            && r.clients == 16
+            && r.variant
+                .as_deref()
+                .is_some_and(|v| v.starts_with("`trailbook command-api` alone"))
+    });
+    let r = paired(http_api, "`http_create` through `command-api`");
+    out.push(Target {
+        what: "… `command-api` alone, paired: vs raw SQL run right after it",
         goal: "≥ 0.8×",
         measured: x(r),
         met: at_least(r, 0.8),

@@ -251,10 +251,7 @@ async fn insert_chunk(pool: &PgPool, chunk: &[(Row, i64)]) -> Result<()> {
 /// Runs all four projections in this process (`projector::run_projections`, default config, as
 /// `serve` does) until every checkpoint reaches the head of the log; returns the time that took.
 pub async fn catch_up(pool: &PgPool, limit: Duration) -> Result<Duration> {
-    let head: i64 = sqlx::query_scalar("select coalesce(max(global_position), 0) from events")
-        .fetch_one(pool)
-        .await
-        .context("reading the head of the log")?;
+    let head = head(pool).await?;
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let runner_pool = pool.clone();
     let started = Instant::now();
@@ -269,28 +266,7 @@ pub async fn catch_up(pool: &PgPool, limit: Duration) -> Result<Duration> {
         )
         .await
     });
-    let outcome = loop {
-        let slowest: i64 = match sqlx::query_scalar(
-            "select coalesce(min(position), 0) from projection_checkpoints where name = any($1)",
-        )
-        .bind(&projector::NAMES[..])
-        .fetch_one(pool)
-        .await
-        {
-            Ok(p) => p,
-            Err(e) => break Err(Error::step("polling the checkpoints", e)),
-        };
-        if slowest >= head {
-            break Ok(started.elapsed());
-        }
-        if started.elapsed() > limit {
-            break Err(Error::step(
-                "projector catch-up",
-                format!("not caught up within {limit:?} (slowest at {slowest} of {head})"),
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let outcome = wait_for_head(pool, head, started, limit).await;
     let _ = stop_tx.send(true);
     match runner.await {
         Ok(Ok(())) => {}
@@ -298,6 +274,43 @@ pub async fn catch_up(pool: &PgPool, limit: Duration) -> Result<Duration> {
         Err(e) => return Err(Error::step("the projector task", e)),
     }
     outcome
+}
+
+/// The head of the log (its highest global position).
+pub async fn head(pool: &PgPool) -> Result<i64> {
+    sqlx::query_scalar("select coalesce(max(global_position), 0) from events")
+        .fetch_one(pool)
+        .await
+        .context("reading the head of the log")
+}
+
+/// Waits until every projection's checkpoint reaches `head`; returns the time since `started`, or an
+/// error once that exceeds `limit`.
+pub async fn wait_for_head(
+    pool: &PgPool,
+    head: i64,
+    started: Instant,
+    limit: Duration,
+) -> Result<Duration> {
+    loop {
+        let slowest: i64 = sqlx::query_scalar(
+            "select coalesce(min(position), 0) from projection_checkpoints where name = any($1)",
+        )
+        .bind(&projector::NAMES[..])
+        .fetch_one(pool)
+        .await
+        .context("polling the checkpoints")?;
+        if slowest >= head {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > limit {
+            return Err(Error::step(
+                "projector catch-up",
+                format!("not caught up within {limit:?} (slowest at {slowest} of {head})"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `projector::rebuild` of `bookings` from position zero (fresh tables, then the swap).
