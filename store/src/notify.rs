@@ -4,16 +4,23 @@
 //! would serialize every append's commit behind PostgreSQL's database-wide notify lock (measured: 2.5x to
 //! 8x fewer appends per second at 4 to 16 clients), so writers never do that. Instead an [`EventStore`]
 //! given a [`CommitNotifier`] pokes it after each commit, and the notifier's task sends one NOTIFY per
-//! burst of commits, outside any append transaction: while one NOTIFY is on its way, every further
-//! commit folds into the next one.
+//! burst of commits, outside any append transaction: while one NOTIFY is on its way, and for
+//! [`MIN_INTERVAL`] after it, every further commit folds into the next one.
 //!
 //! [`EventStore`]: crate::EventStore
+
+use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 
 /// The channel log readers LISTEN on. The payload is empty: a notification only means "look again".
 pub const CHANNEL: &str = "trailbook_events";
+
+/// The shortest time between two NOTIFYs. Each is a transaction with an id for PostgreSQL and a wake-up
+/// for every listener; readers batch for longer than this anyway (the projector starts a live batch at
+/// most every 25 ms), so more frequent wake-ups only cost CPU.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(5);
 
 /// Sends coalesced NOTIFYs on [`CHANNEL`] from a background task, which ends when the last clone of the
 /// notifier is dropped.
@@ -28,6 +35,7 @@ impl CommitNotifier {
         let (poke, mut poked) = mpsc::channel::<()>(1);
         tokio::spawn(async move {
             while poked.recv().await.is_some() {
+                let sent = Instant::now();
                 // pg_notify takes a transaction id, so its commit would wait for a WAL flush: a
                 // wake-up is not worth one (a lost one costs a poll interval).
                 if let Err(e) = sqlx::query(
@@ -40,6 +48,8 @@ impl CommitNotifier {
                     // Best effort: readers poll anyway, so a lost wake-up only costs a poll interval.
                     tracing::debug!(error = %e, "could not notify log readers");
                 }
+                // Commits meanwhile leave one wake-up pending, sent after the pause.
+                tokio::time::sleep(MIN_INTERVAL.saturating_sub(sent.elapsed())).await;
             }
         });
         Self { poke }
