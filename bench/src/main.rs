@@ -436,7 +436,6 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
     let nonce = cx.nonce;
     let url = cx.url;
     let pool = &cx.pool;
-    let probe_pool = &cx.probe_pool;
     let secret = &cx.secret;
     progress("starting trailbook serve");
     let serve = server::Serve::start(
@@ -449,36 +448,9 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
     )
     .await?;
     let http = async {
-        let token: Arc<str> = command_api::Tokens::new(secret.as_bytes())
-            .issue(Role::Client, commands::CLIENT, chrono::Duration::hours(24))
-            .context("issuing a token")?
-            .into();
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()
-            .context("building the HTTP client")?;
-        let base: Arc<str> = serve.base.clone().into();
+        let http = HttpClient::new(secret, &serve)?;
         let seq = Seq::new(nonce, "http");
-        for &c in &plan.clients {
-            progress(&format!("http_create, {c} clients"));
-            let (client, base, token, seq) =
-                (client.clone(), base.clone(), token.clone(), seq.clone());
-            let (m, per_op) = probed(
-                probe_pool,
-                Some(serve.pid),
-                closed_loop(c, plan.warmup, plan.window, move || {
-                    commands::http_create(
-                        client.clone(),
-                        base.clone(),
-                        token.clone(),
-                        seq.clone(),
-                        None,
-                    )
-                }),
-            )
-            .await;
-            rows.push(Row::measured("http_create", count(c), &m).costs_of(per_op));
-        }
+        http_runs(cx, &http, &seq, serve.pid, None, rows).await;
         let rss_http = serve.peak_rss_mb()?;
         // Once serve's projector has applied what http_create wrote (so it takes no CPU from the
         // baseline), raw SQL again, right after.
@@ -500,9 +472,9 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
         let lag_pool = pool.clone();
         let lag = |rate: f64, note: &'static str| {
             let (client, base, token, seq, pool) = (
-                client.clone(),
-                base.clone(),
-                token.clone(),
+                http.client.clone(),
+                http.base.clone(),
+                http.token.clone(),
                 seq.clone(),
                 lag_pool.clone(),
             );
@@ -537,61 +509,23 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
     Ok(())
 }
 
-/// Phase 1b: the same over HTTP to `trailbook command-api` alone: no projector, query API or partner simulator
-/// in the server process, to tell the HTTP path's cost from theirs.
+/// Phase 1b: the same over HTTP to `trailbook command-api` alone: no projector, query API or partner
+/// simulator in the server process, to tell the HTTP path's cost from theirs.
 async fn command_api_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
-    let plan = cx.plan;
-    let bin = cx.bin;
-    let data_dir = cx.data_dir;
-    let nonce = cx.nonce;
-    let url = cx.url;
-    let probe_pool = &cx.probe_pool;
-    let secret = &cx.secret;
     progress("starting trailbook command-api");
     let api = server::Serve::start(
-        bin,
+        cx.bin,
         "command-api",
-        url,
-        &data_dir.join("serve"),
-        secret,
-        &data_dir.join("command-api.log"),
+        cx.url,
+        &cx.data_dir.join("serve"),
+        &cx.secret,
+        &cx.data_dir.join("command-api.log"),
     )
     .await?;
     let http = async {
-        let token: Arc<str> = command_api::Tokens::new(secret.as_bytes())
-            .issue(Role::Client, commands::CLIENT, chrono::Duration::hours(24))
-            .context("issuing a token")?
-            .into();
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(256)
-            .build()
-            .context("building the HTTP client")?;
-        let base: Arc<str> = api.base.clone().into();
-        let seq = Seq::new(nonce, "http-api");
-        for &c in &plan.clients {
-            progress(&format!("http_create (command-api alone), {c} clients"));
-            let (client, base, token, seq) =
-                (client.clone(), base.clone(), token.clone(), seq.clone());
-            let (m, per_op) = probed(
-                probe_pool,
-                Some(api.pid),
-                closed_loop(c, plan.warmup, plan.window, move || {
-                    commands::http_create(
-                        client.clone(),
-                        base.clone(),
-                        token.clone(),
-                        seq.clone(),
-                        None,
-                    )
-                }),
-            )
-            .await;
-            rows.push(
-                Row::measured("http_create", count(c), &m)
-                    .costs_of(per_op)
-                    .variant("`trailbook command-api` alone (no projector)"),
-            );
-        }
+        let http = HttpClient::new(&cx.secret, &api)?;
+        let seq = Seq::new(cx.nonce, "http-api");
+        http_runs(cx, &http, &seq, api.pid, Some(API_ALONE), rows).await;
         rows.push(paired_raw_sql(cx, "api", "`http_create` through `command-api`").await);
         Ok::<_, Error>(())
     }
@@ -828,6 +762,74 @@ async fn projector_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
     Ok(())
 }
 
+/// How the variant of `http_create` through `trailbook command-api` starts.
+const API_ALONE: &str = "`trailbook command-api` alone (no projector)";
+
+/// A harness client of a started server: keep-alive connections and one client token.
+struct HttpClient {
+    client: reqwest::Client,
+    base: Arc<str>,
+    token: Arc<str>,
+}
+
+impl HttpClient {
+    fn new(secret: &str, server: &server::Serve) -> Result<Self> {
+        Ok(Self {
+            client: reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .build()
+                .context("building the HTTP client")?,
+            base: server.base.clone().into(),
+            token: command_api::Tokens::new(secret.as_bytes())
+                .issue(Role::Client, commands::CLIENT, chrono::Duration::hours(24))
+                .context("issuing a token")?
+                .into(),
+        })
+    }
+}
+
+/// `http_create` against the server process `pid` at each client count of the plan, one row each.
+async fn http_runs(
+    cx: &Ctx<'_>,
+    http: &HttpClient,
+    seq: &Arc<Seq>,
+    pid: u32,
+    variant: Option<&'static str>,
+    rows: &mut Vec<Row>,
+) {
+    for &c in &cx.plan.clients {
+        progress(&format!(
+            "http_create{}, {c} clients",
+            variant.map_or_else(String::new, |v| format!(" ({v})"))
+        ));
+        let (client, base, token, seq) = (
+            http.client.clone(),
+            http.base.clone(),
+            http.token.clone(),
+            seq.clone(),
+        );
+        let (m, per_op) = probed(
+            &cx.probe_pool,
+            Some(pid),
+            closed_loop(c, cx.plan.warmup, cx.plan.window, move || {
+                commands::http_create(
+                    client.clone(),
+                    base.clone(),
+                    token.clone(),
+                    seq.clone(),
+                    None,
+                )
+            }),
+        )
+        .await;
+        let row = Row::measured("http_create", count(c), &m).costs_of(per_op);
+        rows.push(match variant {
+            Some(v) => row.variant(v),
+            None => row,
+        });
+    }
+}
+
 /// `raw_sql` at the most clients, measured right after the HTTP workload `after`: its ratio to the raw
 /// run minutes later shows how far the machine drifted, and the HTTP/raw ratio from the two adjacent
 /// windows is the one the drift moves least.
@@ -1056,7 +1058,7 @@ fn targets(rows: &[Row], info: &RunInfo) -> Vec<Target> {
         measured: x(r),
         met: at_least(r, 0.8),
     });
-    let r = variant_ratio("http_create", "`trailbook command-api` alone", "raw_sql@16");
+    let r = variant_ratio("http_create", API_ALONE, "raw_sql@16");
     out.push(Target {
         what: "… the same through `command-api` alone (no projector in the process)",
         goal: "≥ 0.8×",
@@ -1066,9 +1068,7 @@ fn targets(rows: &[Row], info: &RunInfo) -> Vec<Target> {
     let http_api = rows.iter().find(|r| {
         r.workload == "http_create"
             && r.clients == 16
-            && r.variant
-                .as_deref()
-                .is_some_and(|v| v.starts_with("`trailbook command-api` alone"))
+            && r.variant.as_deref().is_some_and(|v| v == API_ALONE)
     });
     let r = paired(http_api, "`http_create` through `command-api`");
     out.push(Target {
