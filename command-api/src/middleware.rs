@@ -123,9 +123,9 @@ impl InFlight {
 ///
 /// Without a bound, a server past its capacity takes every request it is sent: each waits for a
 /// database connection holding its body, its parsed command and its handler's state, so memory and
-/// latency grow with the number of clients (512 queued requests took `serve` from 40 MB to 160 MB in
-/// the benchmark's overloaded lag run). A request waiting here holds only its headers. Commands are
-/// safe to retry with their `Idempotency-Key`.
+/// latency grow with the number of clients (the benchmark offering 3,000 creates/s with 1,024 in
+/// flight: lag p99 1.7 s without the bound, 0.3 s with it, at the same throughput). A request waiting
+/// here holds only its headers. Commands are safe to retry with their `Idempotency-Key`.
 pub async fn in_flight(
     State(bound): State<Option<Arc<InFlight>>>,
     request: Request,
