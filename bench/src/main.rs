@@ -430,26 +430,20 @@ async fn workloads(
 /// Phase 1: the whole command path over HTTP through `trailbook serve`, with serve's memory; then the
 /// live lag at a fixed rate.
 async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result<()> {
-    let plan = cx.plan;
-    let bin = cx.bin;
-    let data_dir = cx.data_dir;
-    let nonce = cx.nonce;
-    let url = cx.url;
     let pool = &cx.pool;
-    let secret = &cx.secret;
     progress("starting trailbook serve");
     let serve = server::Serve::start(
-        bin,
+        cx.bin,
         "serve",
-        url,
-        &data_dir.join("serve"),
-        secret,
-        &data_dir.join("serve.log"),
+        cx.url,
+        &cx.data_dir.join("serve"),
+        &cx.secret,
+        &cx.data_dir.join("serve.log"),
     )
     .await?;
     let http = async {
-        let http = HttpClient::new(secret, &serve)?;
-        let seq = Seq::new(nonce, "http");
+        let http = HttpClient::new(&cx.secret, &serve)?;
+        let seq = Seq::new(cx.nonce, "http");
         http_runs(cx, &http, &seq, serve.pid, None, rows).await;
         let rss_http = serve.peak_rss_mb()?;
         // Once serve's projector has applied what http_create wrote (so it takes no CPU from the
@@ -469,18 +463,11 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
             .find(|r| r.workload == "http_create")
             .and_then(|r| r.ops_per_s)
             .unwrap_or(0.0);
-        let lag_pool = pool.clone();
         let lag = |rate: f64, note: &'static str| {
-            let (client, base, token, seq, pool) = (
-                http.client.clone(),
-                http.base.clone(),
-                http.token.clone(),
-                seq.clone(),
-                lag_pool.clone(),
-            );
+            let (http, seq, pool) = (http.clone(), seq.clone(), pool.clone());
             async move {
                 progress(&format!("projector_lag at {rate:.0} commands/s"));
-                lag_run(pool, client, base, token, seq, rate, plan.lag_window, note).await
+                lag_run(pool, http, seq, rate, cx.plan.lag_window, note).await
             }
         };
         rows.push(lag(lag_rate, "").await?);
@@ -492,7 +479,7 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
         }
         let rss = rss_http.max(serve.peak_rss_mb()?);
         rows.push(
-            Row::new("serve_rss_mb", count(plan.clients[2]))
+            Row::new("serve_rss_mb", count(cx.plan.clients[2]))
                 .variant(format!(
                     "VmHWM; {rss_http:.1} MB after http_create, {rss:.1} MB after the lag run"
                 ))
@@ -766,6 +753,7 @@ async fn projector_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
 const API_ALONE: &str = "`trailbook command-api` alone (no projector)";
 
 /// A harness client of a started server: keep-alive connections and one client token.
+#[derive(Clone)]
 struct HttpClient {
     client: reqwest::Client,
     base: Arc<str>,
@@ -938,12 +926,9 @@ fn count(c: usize) -> u32 {
 
 /// One live-lag run: `http_create` at `rate` commands/s (open loop) against `serve` while a sampler
 /// measures how long each newest answered command takes to reach the `bookings` read model.
-#[allow(clippy::too_many_arguments)]
 async fn lag_run(
     pool: sqlx::PgPool,
-    client: reqwest::Client,
-    base: Arc<str>,
-    token: Arc<str>,
+    http: HttpClient,
     seq: Arc<Seq>,
     rate: f64,
     window: Duration,
@@ -954,9 +939,9 @@ async fn lag_run(
     let sampler = tokio::spawn(projection::sample_lag(pool, last.clone(), stop_rx));
     let m = open_loop(rate, window, 512, move || {
         commands::http_create(
-            client.clone(),
-            base.clone(),
-            token.clone(),
+            http.client.clone(),
+            http.base.clone(),
+            http.token.clone(),
             seq.clone(),
             Some(last.clone()),
         )

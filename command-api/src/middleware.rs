@@ -203,27 +203,11 @@ mod tests {
     #[test]
     fn a_suspended_request_leaves_no_span_entered_on_its_thread() {
         let _subscriber = tracing::subscriber::set_default(tracing_subscriber::registry());
-        let (_release, wait) = tokio::sync::oneshot::channel::<()>();
-        let wait = std::sync::Mutex::new(Some(wait));
-        let wait = Arc::new(wait);
+        let (_release, held) = tokio::sync::oneshot::channel::<()>();
         let app = Router::new()
-            .route(
-                "/",
-                get(move || {
-                    let wait = wait.lock().ok().and_then(|mut w| w.take());
-                    async move {
-                        if let Some(wait) = wait {
-                            let _ = wait.await;
-                        }
-                        "done"
-                    }
-                }),
-            )
+            .route("/", held_until(held))
             .layer(axum::middleware::from_fn(correlation));
-        let request = Request::builder()
-            .uri("/")
-            .body(Body::empty())
-            .unwrap_or_default();
+        let request = get_request("/");
         let mut call = pin!(app.oneshot(request));
         let mut cx = Context::from_waker(Waker::noop());
 
@@ -235,6 +219,21 @@ mod tests {
             "the request span is still entered: {:?}",
             current.metadata().map(|m| m.name())
         );
+    }
+
+    /// A GET route whose first request waits until `held` is released (or dropped); later ones answer
+    /// at once.
+    fn held_until(held: tokio::sync::oneshot::Receiver<()>) -> axum::routing::MethodRouter {
+        let held = Arc::new(std::sync::Mutex::new(Some(held)));
+        get(move || {
+            let held = held.lock().ok().and_then(|mut h| h.take());
+            async move {
+                if let Some(held) = held {
+                    let _ = held.await;
+                }
+                "done"
+            }
+        })
     }
 
     fn get_request(path: &str) -> Request {
@@ -249,21 +248,9 @@ mod tests {
     #[tokio::test]
     async fn requests_beyond_the_bound_wait_then_get_503() {
         let (release, held) = tokio::sync::oneshot::channel::<()>();
-        let held = Arc::new(std::sync::Mutex::new(Some(held)));
         let bound = InFlight::new(1, Duration::from_millis(50));
         let app = Router::new()
-            .route(
-                "/slow",
-                get(move || {
-                    let held = held.lock().ok().and_then(|mut h| h.take());
-                    async move {
-                        if let Some(held) = held {
-                            let _ = held.await;
-                        }
-                        "slow"
-                    }
-                }),
-            )
+            .route("/slow", held_until(held))
             .route("/fast", get(|| async { "fast" }))
             .route("/healthz", get(|| async { "ok" }))
             .layer(axum::middleware::from_fn_with_state(bound, in_flight));
