@@ -612,6 +612,8 @@ async fn serve_until_signal(
     args: &ServeArgs,
     parts: Parts,
 ) -> Result<(), Failure> {
+    // Listening from here on, before any server answers (see `shutdown_signal`).
+    let signal = telemetry::shutdown_signal();
     let secret_failure = |e: command_api::secrets::SecretError| Failure {
         code: 1,
         message: error_chain(&e),
@@ -772,7 +774,7 @@ async fn serve_until_signal(
     let on_signal = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            telemetry::shutdown_signal().await;
+            signal.await;
             stop.stop();
         })
     };

@@ -22,30 +22,45 @@ pub fn init(service: bool) {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    // Registered now, not on the first poll: a process that already answers requests must not die of
+    // the default action of a SIGTERM that arrives before the task awaiting this future first runs
+    // (seen in CI: serve killed by an early SIGTERM, its private cluster left running).
+    #[cfg(unix)]
+    let (terminate, interrupt) = {
+        use tokio::signal::unix::{signal, SignalKind};
+        (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |registered: std::io::Result<tokio::signal::unix::Signal>, name: &str| {
+                let name = name.to_owned();
+                async move {
+                    match registered {
+                        Ok(mut signal) => {
+                            signal.recv().await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot listen for {name}");
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = wait(terminate, "SIGTERM") => {},
+                () = wait(interrupt, "SIGINT") => {},
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
