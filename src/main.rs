@@ -89,6 +89,8 @@ enum Command {
     Projections(ProjectionsArgs),
     /// List jobs, or replay a failed or dead one.
     Jobs(JobsArgs),
+    /// Operator actions on bookings: resolve one that no automatic path can settle.
+    Bookings(BookingsArgs),
     /// Print a bearer token for development use (signed with the configured secret).
     Token(TokenArgs),
 }
@@ -108,6 +110,8 @@ struct ServeArgs {
     #[arg(long, env = "TRAILBOOK_PARTNER_URL")]
     partner_url: Option<String>,
     #[command(flatten)]
+    partners: PartnersArgs,
+    #[command(flatten)]
     api: ApiArgs,
     #[command(flatten)]
     query: QueryArgs,
@@ -117,6 +121,27 @@ struct ServeArgs {
     /// `trailbook workers` separately, and for benchmarks of the command path and the projector.
     #[arg(long, env = "TRAILBOOK_NO_WORKERS")]
     no_workers: bool,
+}
+
+/// Which partners exist and how to reach them.
+#[derive(Debug, Args)]
+struct PartnersArgs {
+    /// TOML file naming every partner a booking may name (base URL, credentials, timeouts, rate limit,
+    /// breaker) and the payment provider; see README. Without it every partner name goes to the
+    /// partner simulator (or TRAILBOOK_PARTNER_URL), which also takes the payments.
+    #[arg(long, env = "TRAILBOOK_PARTNERS")]
+    partners: Option<PathBuf>,
+}
+
+impl PartnersArgs {
+    /// The parsed partners file, or exit 2 naming what is wrong with it.
+    fn load(&self) -> Result<Option<workers::partners::PartnersFile>, Failure> {
+        self.partners
+            .as_deref()
+            .map(workers::partners::PartnersFile::load)
+            .transpose()
+            .map_err(|e| Failure::usage(format!("TRAILBOOK_PARTNERS: {}", error_chain(&e))))
+    }
 }
 
 /// How report e-mails are sent (workers).
@@ -219,6 +244,9 @@ struct PartnerSimArgs {
     /// Where it sends signed status callbacks.
     #[arg(long, default_value = workers::partner_sim::DEFAULT_CALLBACK_URL)]
     callback_url: String,
+    /// Where it sends signed payment webhooks.
+    #[arg(long, default_value = workers::partner_sim::DEFAULT_PAYMENT_WEBHOOK_URL)]
+    payment_webhook_url: String,
     #[command(flatten)]
     faults: FaultArgs,
 }
@@ -266,6 +294,7 @@ impl FaultArgs {
             rate_5xx: self.rate_5xx.unwrap_or(base.rate_5xx),
             duplicate_callbacks: self.duplicate_callbacks.unwrap_or(base.duplicate_callbacks),
             late_callbacks: self.late_callbacks.unwrap_or(base.late_callbacks),
+            ..base
         }
     }
 }
@@ -286,6 +315,8 @@ struct WorkersArgs {
         default_value = "http://127.0.0.1:8090"
     )]
     partner_url: String,
+    #[command(flatten)]
+    partners: PartnersArgs,
     #[command(flatten)]
     mail: MailArgs,
 }
@@ -311,6 +342,32 @@ enum JobsAction {
     Replay {
         /// The job's id.
         id: i64,
+    },
+}
+
+#[derive(Debug, Args)]
+struct BookingsArgs {
+    #[command(subcommand)]
+    action: BookingsAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum BookingsAction {
+    /// Settle a stuck booking by hand (recorded as `BookingResolved`, with you as the actor): `failed` or
+    /// `cancelled` for one waiting for its partner, `cancelled` for payment_pending (no charge) or a
+    /// compensation that is stuck or gave up, `refunded` for a refund that is.
+    Resolve {
+        /// The booking's id.
+        id: String,
+        /// The status it ends in: failed, cancelled or refunded.
+        #[arg(long)]
+        status: String,
+        /// What you checked, for the history.
+        #[arg(long)]
+        reason: String,
+        /// Who you are (the event's actor).
+        #[arg(long, env = "USER", default_value = "operator")]
+        operator: String,
     },
 }
 
@@ -451,6 +508,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Jobs(args) => {
             with_migrated_db(&cli.db, |db| async move {
                 let result = jobs_command(&db.pool, args.action).await;
+                (db, result)
+            })
+            .await
+        }
+        Command::Bookings(args) => {
+            let config = store_config(&cli.db);
+            with_migrated_db(&cli.db, |db| async move {
+                let store = EventStore::new(db.pool.clone(), config);
+                let result = bookings_command(&store, args.action).await;
                 (db, result)
             })
             .await
@@ -624,6 +690,7 @@ async fn serve_until_signal(
     let tokens = command_api::Tokens::new(&jwt_secret);
     let store = EventStore::new(db.pool.clone(), store_config(db_args))
         .with_notifier(store::notify::CommitNotifier::spawn(db.pool.clone()));
+    let partners = args.partners.load()?;
     let stop = Stop::new();
     let mut tasks: Vec<(&'static str, tokio::task::JoinHandle<Result<(), String>>)> = Vec::new();
 
@@ -643,6 +710,9 @@ async fn serve_until_signal(
                 idempotency_ttl: chrono::Duration::hours(i64::from(args.api.idempotency_ttl_hours)),
                 rate_limit: args.api.rate_limit,
                 max_in_flight: args.api.max_in_flight,
+                partners: partners
+                    .as_ref()
+                    .map(|file| std::sync::Arc::new(file.partners.keys().cloned().collect())),
                 ..command_api::Config::default()
             },
         );
@@ -728,6 +798,8 @@ async fn serve_until_signal(
                 let config = workers::partner_sim::SimConfig {
                     callback_url: command_local
                         .map(|addr| format!("http://{addr}/v1/partner/callbacks")),
+                    payment_webhook_url: command_local
+                        .map(|addr| format!("http://{addr}/v1/payments/webhooks")),
                     secret: secret.to_vec(),
                     ..workers::partner_sim::SimConfig::default()
                 };
@@ -746,7 +818,7 @@ async fn serve_until_signal(
             (None, None) => workers::service::ServiceConfig::default().partner_url,
         };
         let pool = db.pool.clone();
-        let config = service_config(db_args, partner_url, &args.mail)?;
+        let config = service_config(db_args, partner_url, partners, &args.mail)?;
         let stopped = stop.stopped();
         tasks.push((
             "workers",
@@ -840,10 +912,12 @@ fn local_addr(listener: &tokio::net::TcpListener) -> Result<SocketAddr, Failure>
 fn service_config(
     db_args: &DbArgs,
     partner_url: String,
+    partners: Option<workers::partners::PartnersFile>,
     mail: &MailArgs,
 ) -> Result<workers::service::ServiceConfig, Failure> {
     let config = workers::service::ServiceConfig {
         partner_url,
+        partners,
         store: store_config(db_args),
         data_dir: db_args.data_dir.clone(),
         mail: workers::service::MailConfig {
@@ -866,7 +940,11 @@ fn service_config(
 async fn run_workers(db_args: &DbArgs, args: &WorkersArgs) -> Result<(), Failure> {
     with_migrated_db(db_args, |db| async move {
         tracing::info!(partner_url = %args.partner_url, "workers running");
-        let config = match service_config(db_args, args.partner_url.clone(), &args.mail) {
+        let partners = match args.partners.load() {
+            Ok(partners) => partners,
+            Err(e) => return (db, Err(e)),
+        };
+        let config = match service_config(db_args, args.partner_url.clone(), partners, &args.mail) {
             Ok(config) => config,
             Err(e) => return (db, Err(e)),
         };
@@ -943,6 +1021,46 @@ async fn jobs_command(pool: &sqlx::PgPool, action: Option<JobsAction>) -> Result
     }
 }
 
+/// `trailbook bookings resolve <id> --status <s> --reason <r>`.
+async fn bookings_command(store: &EventStore, action: BookingsAction) -> Result<(), Failure> {
+    let BookingsAction::Resolve {
+        id,
+        status,
+        reason,
+        operator,
+    } = action;
+    let status = domain::booking::BookingStatus::parse(&status).ok_or_else(|| {
+        Failure::usage(format!(
+            "--status `{status}`: use failed, cancelled or refunded"
+        ))
+    })?;
+    let context = store::CommandContext {
+        actor: Some(domain::values::Actor::new(operator.trim(), Role::Operator)),
+        ..store::CommandContext::system("booking.resolve")
+    };
+    let command = domain::booking::BookingCommand::Resolve { status, reason };
+    let done = store
+        .execute::<domain::Booking>(
+            &id,
+            command,
+            &(),
+            &context,
+            store::ExecuteOptions::default(),
+        )
+        .await
+        .map_err(|e| Failure {
+            code: match &e {
+                store::CommandError::Rejected(_) => 2,
+                _ => 1,
+            },
+            message: format!("booking {id}: {}", error_chain(&e)),
+        })?;
+    emit(&format!(
+        "booking {id} is {} (version {})",
+        done.state.status, done.version
+    ))
+}
+
 /// `trailbook partner-sim`: the simulator alone, until SIGTERM.
 async fn partner_sim(db_args: &DbArgs, args: &PartnerSimArgs) -> Result<(), Failure> {
     let secret = command_api::secrets::load_or_create(
@@ -959,6 +1077,7 @@ async fn partner_sim(db_args: &DbArgs, args: &PartnerSimArgs) -> Result<(), Fail
     println!("trailbook partner simulator: http://{local}");
     let config = workers::partner_sim::SimConfig {
         callback_url: Some(args.callback_url.clone()),
+        payment_webhook_url: Some(args.payment_webhook_url.clone()),
         secret: secret.to_vec(),
         faults: args.faults.faults(),
         ..workers::partner_sim::SimConfig::default()

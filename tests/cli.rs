@@ -145,6 +145,7 @@ async fn scripted_booking(db: &TestDb, id: &str) -> (chrono::DateTime<Utc>, Stri
         }),
         idempotency_key: Some("key-1".into()),
         command: Some("booking.create".into()),
+        request_correlation_id: None,
     };
     let starts_at = "2026-12-01T15:00:00Z".parse().unwrap();
     let ends_at = "2026-12-03T11:00:00Z".parse().unwrap();

@@ -1,8 +1,9 @@
 //! The create-booking workloads: one command (a new booking of a unique resource with a unique
 //! `Idempotency-Key`) sent five ways, from the whole HTTP path down to the bare INSERT.
 //!
-//! What the command path issues for one create (command-api `idempotency::create` with the
-//! `store::claims::BookingClaims` hook, `ExecuteOptions::new_stream`, so no load):
+//! What the command path issues for one create (command-api `idempotency::create`: the Booking's write
+//! rule, the slot claim of `store::claims`, which the store always runs, plus the key's record;
+//! `ExecuteOptions::new_stream`, so no load):
 //! 1. `select ... from idempotency_keys` (the stored answer, if any) on the pool;
 //! 2. `BEGIN`; the multi-row `insert into events ... unnest(...) returning global_position`;
 //!    `insert into resource_claims ... on conflict do nothing`; `insert into idempotency_keys ... on
@@ -24,7 +25,6 @@ use domain::values::{Actor, Currency, Email, Money, Role};
 use domain::Booking;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgPool};
-use store::claims::BookingClaims;
 use store::{Appended, CommandContext, EventMetadata, EventStore, ExecuteOptions};
 use uuid::Uuid;
 
@@ -131,6 +131,7 @@ fn context(key: &str) -> CommandContext {
         }),
         idempotency_key: Some(key.to_owned()),
         command: Some("booking.create".to_owned()),
+        request_correlation_id: None,
     }
 }
 
@@ -171,7 +172,8 @@ pub async fn http_create(
 }
 
 /// `inproc_create`: what command-api's create handler does after parsing and authenticating, in this
-/// process: `execute_with_hook` with the slot claim and the key's record (the key is looked up only when
+/// process: `execute_with_hook` with the key's record, after the slot claim the store runs itself (the
+/// key is looked up only when
 /// the append finds the stream taken, which a new key never does).
 pub async fn inproc_create(store: EventStore, seq: Arc<Seq>) -> Result<()> {
     let n = seq.next();
@@ -201,7 +203,7 @@ pub async fn inproc_create(store: EventStore, seq: Arc<Seq>) -> Result<()> {
             &(),
             &context(&key),
             options,
-            &(BookingClaims, record),
+            &record,
         )
         .await
         .map_err(|e| Error::step("execute_with_hook", chain(&e)))?;
@@ -341,9 +343,9 @@ pub async fn stock_cqrs_es(cqrs: Arc<StockCqrs>, seq: Arc<Seq>) -> Result<()> {
         .map_err(|e| Error::step("postgres_cqrs execute", e.to_string()))
 }
 
-/// `inproc_create`, store only: `EventStore::execute` of the same command with no hook (so no claim,
-/// no idempotency record, no lookup): one autocommitted multi-row INSERT. Like for like with stock
-/// cqrs-es, which writes neither.
+/// `inproc_create`, store only: `EventStore::execute` of the same command with no hook of the caller's
+/// (no idempotency record, no lookup). The Booking's write rule still claims the slot (no writer can
+/// skip it), so this is the append plus the claim in one transaction; stock cqrs-es writes neither.
 pub async fn inproc_store_only(store: EventStore, seq: Arc<Seq>) -> Result<()> {
     let n = seq.next();
     let key = format!("key-{n}");

@@ -4,12 +4,11 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use domain::booking::{BookingCommand, Customer, PaymentOutcome};
+use domain::booking::{BookingCommand, BookingStatus, Customer};
 use domain::values::{Currency, Email, Money, Role};
 use domain::Booking;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::claims::BookingClaims;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
@@ -58,7 +57,8 @@ pub struct CancelBooking {
     pub reason: String,
 }
 
-/// Body of `POST /v1/bookings/{id}/payment`: a test card number (`4000000000000002` is declined).
+/// Body of `POST /v1/bookings/{id}/payment`: the payment-method token handed to the payment provider (for
+/// the built-in simulator a test card number; it declines `4000000000000002`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Payment {
@@ -127,7 +127,7 @@ impl CreateBooking {
         (status = 202, description = "accepted", body = BookingAccepted, headers(("Location" = String))),
         (status = 400, description = "malformed"), (status = 401, description = "no or bad token"),
         (status = 409, description = "the resource is already booked for an overlapping period"),
-        (status = 422, description = "a rule is violated, or the key was used with another body"),
+        (status = 422, description = "a rule is violated (e.g. a partner that is not configured), or the key was used with another body"),
     ),
     security(("bearer" = [])))]
 pub async fn create(
@@ -138,6 +138,17 @@ pub async fn create(
     Json(body): Json<CreateBooking>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Client, Role::Operator], "create bookings")?;
+    if let Some(partners) = &state.config.partners {
+        if !partners.contains(&body.partner) {
+            return Err(ApiError::invalid_field(
+                "partner",
+                format!(
+                    "`partner` must be a configured partner; `{}` is not",
+                    body.partner
+                ),
+            ));
+        }
+    }
     let request = Create::new(
         &caller,
         correlation,
@@ -147,11 +158,10 @@ pub async fn create(
         &body,
     )?;
     let command = body.into_command(&request.id, caller.subject())?;
-    idempotency::create::<Booking, _>(&state, request, command, BookingClaims).await
+    idempotency::create::<Booking>(&state, request, command).await
 }
 
-/// Every booking command writes through [`BookingClaims`], so a booking leaving a slot-holding status
-/// releases its slot in the same transaction.
+/// Runs a booking command; the store's write rules keep the slot claim in step with the status.
 async fn run(
     state: &AppState,
     caller: &Caller,
@@ -161,17 +171,7 @@ async fn run(
     command: BookingCommand,
     if_match: IfMatch,
 ) -> Result<Response, ApiError> {
-    resource::run::<Booking, _>(
-        state,
-        caller,
-        correlation,
-        id,
-        name,
-        command,
-        if_match,
-        &BookingClaims,
-    )
-    .await
+    resource::run::<Booking>(state, caller, correlation, id, name, command, if_match).await
 }
 
 /// Cancel a booking (the owner or an operator). Cancelling a cancelled booking changes nothing.
@@ -205,11 +205,14 @@ pub async fn cancel(
     .await
 }
 
-/// Pay for a confirmed booking with a test card; a decline starts compensation.
+/// Pay for a confirmed booking: the payment-method token goes to the payment provider as a job, and the
+/// outcome arrives as events (`paid`, or a decline that starts compensation). Answers 202 with status
+/// `payment_pending`; repeating it while the payment runs, or after it succeeded, changes nothing.
 #[utoipa::path(operation_id = "pay_for_booking", post, path = "/v1/bookings/{id}/payment", tag = "bookings",
     request_body = Payment,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "expected version")),
-    responses((status = 200, body = BookingAccepted), (status = 404), (status = 412), (status = 422)),
+    responses((status = 202, body = BookingAccepted, description = "handed to the payment provider"),
+        (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn payment(
     State(state): State<AppState>,
@@ -228,30 +231,74 @@ pub async fn payment(
             "`card` must be a valid card number (12 to 19 digits)",
         ));
     }
-    let outcome = if card == DECLINED_CARD {
-        PaymentOutcome::Declined {
-            reason: "card declined".into(),
-        }
-    } else {
-        // Derived from the booking, so a retried capture is recognised as the same payment.
-        PaymentOutcome::Captured {
-            payment_id: format!("pay_{}", idempotency::derive_id("payment", &id, "capture")),
-        }
+    // Derived from the booking: the provider's idempotency key, so no retry can charge twice.
+    let payment_key = format!("pay_{}", idempotency::derive_id("payment", &id, "capture"));
+    let command = BookingCommand::RequestPayment {
+        payment_key,
+        method: card,
+        at: Utc::now(),
+    };
+    let mut response = run(
+        &state,
+        &caller,
+        correlation,
+        &id,
+        "booking.payment",
+        command,
+        if_match,
+    )
+    .await?;
+    *response.status_mut() = StatusCode::ACCEPTED;
+    Ok(response)
+}
+
+/// Body of `POST /v1/bookings/{id}/resolve`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBooking {
+    /// The status the booking ends in: `failed` or `cancelled` for one stuck waiting for its partner,
+    /// `cancelled` for one whose compensation is stuck or gave up, `refunded` for one whose refund is.
+    pub status: String,
+    /// Why (what the operator checked), for the history.
+    pub reason: String,
+}
+
+/// Settle a booking that no automatic path can settle any more (operator), after checking with the
+/// partner or the payment provider. Recorded as `BookingResolved` with the operator as actor; a slot it
+/// held is released and a partner reservation it may hold is given back.
+#[utoipa::path(operation_id = "resolve_booking", post, path = "/v1/bookings/{id}/resolve", tag = "bookings",
+    request_body = ResolveBooking,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "expected version")),
+    responses((status = 200, body = BookingAccepted), (status = 401), (status = 403), (status = 404),
+        (status = 412), (status = 422, description = "the booking cannot be resolved to that status")),
+    security(("bearer" = [])))]
+pub async fn resolve(
+    State(state): State<AppState>,
+    caller: Caller,
+    CorrelationId(correlation): CorrelationId,
+    Path(id): Path<String>,
+    if_match: IfMatch,
+    Json(body): Json<ResolveBooking>,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Operator], "resolve bookings")?;
+    let status = BookingStatus::parse(&body.status).ok_or_else(|| {
+        ApiError::invalid_field("status", "`status` must be failed, cancelled or refunded")
+    })?;
+    let command = BookingCommand::Resolve {
+        status,
+        reason: body.reason,
     };
     run(
         &state,
         &caller,
         correlation,
         &id,
-        "booking.payment",
-        BookingCommand::RecordPayment { outcome },
+        "booking.resolve",
+        command,
         if_match,
     )
     .await
 }
-
-/// The test card the simulator declines.
-pub const DECLINED_CARD: &str = "4000000000000002";
 
 fn luhn(digits: &str) -> bool {
     let sum: u32 = digits

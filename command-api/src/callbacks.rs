@@ -16,7 +16,6 @@ use domain::Booking;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use store::claims::BookingClaims;
 use store::{CommandContext, ExecuteOptions};
 use utoipa::ToSchema;
 
@@ -144,6 +143,7 @@ pub async fn receive(
         }),
         idempotency_key: None,
         command: Some("booking.partner_callback".into()),
+        request_correlation_id: None,
     };
     let command = BookingCommand::ApplyPartnerStatus {
         reported: callback.status,
@@ -155,14 +155,7 @@ pub async fn receive(
     let id = callback.booking_id;
     let done = state
         .store
-        .execute_with_hook::<Booking, _>(
-            &id,
-            command,
-            &(),
-            &context,
-            ExecuteOptions::default(),
-            &BookingClaims,
-        )
+        .execute::<Booking>(&id, command, &(), &context, ExecuteOptions::default())
         .await
         .map_err(|e| ApiError::from(e).for_aggregate("booking", &id))?;
     let applied = !done

@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
-use store::{Appended, CommandError, CommitHook, ExecuteOptions, HookError};
+use store::{Appended, Change, CommandError, CommitHook, ExecuteOptions, HookError};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, DomainError};
@@ -98,12 +98,11 @@ where
     async fn before_commit(
         &self,
         tx: &mut PgConnection,
-        aggregate_id: &str,
-        state: &A,
-        _events: &[A::Event],
+        change: &Change<'_, A>,
         appended: Appended,
     ) -> Result<(), HookError> {
-        let response = (self.response)(state, appended);
+        let aggregate_id = change.aggregate_id;
+        let response = (self.response)(change.after, appended);
         // An expired record of the same key is replaced; a live one means a concurrent winner.
         let written = sqlx::query(
             "insert into idempotency_keys
@@ -174,19 +173,17 @@ impl Create {
 }
 
 /// Runs a create once per (client, key): a stored answer is replayed (422 if the body differs); otherwise
-/// the command runs with `hook` plus the key's record in one transaction; a lost race replays the
-/// winner's answer.
-pub async fn create<A, H>(
+/// the command runs with the key's record in one transaction (after the aggregate's write rules, which
+/// the store runs); a lost race replays the winner's answer.
+pub async fn create<A>(
     state: &AppState,
     request: Create,
     command: A::Command,
-    hook: H,
 ) -> Result<Response, ApiError>
 where
     A: Resource,
     A::Command: Clone,
     A::Error: DomainError,
-    H: CommitHook<A>,
 {
     let pool = state.store.pool();
     let command_name = format!("{}.create", request.kind);
@@ -208,14 +205,7 @@ where
     };
     let result = state
         .store
-        .execute_with_hook::<A, _>(
-            &id,
-            command,
-            &(),
-            &request.context,
-            options,
-            &(hook, record),
-        )
+        .execute_with_hook::<A, _>(&id, command, &(), &request.context, options, &record)
         .await;
     let outcome = match &result {
         Ok(_) => "accepted",

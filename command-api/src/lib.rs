@@ -6,6 +6,7 @@
 //! # Layout
 //! - `bookings`, `visits`: the aggregate routes (create is idempotent; reads fold the event store).
 //! - `callbacks`: HMAC-signed partner callbacks.
+//! - `payments`: HMAC-signed payment provider webhooks.
 //! - `resource`: what routes need of an aggregate ([`resource::Resource`]) and the shared command path.
 //! - `idempotency`: `Idempotency-Key` records, derived aggregate ids, replayed answers.
 //! - `auth`: bearer tokens (JWT) and role rules; `secrets`: where the secrets come from.
@@ -24,6 +25,7 @@ mod health;
 pub mod idempotency;
 pub mod middleware;
 mod ops;
+pub mod payments;
 pub mod resource;
 pub mod secrets;
 pub mod visits;
@@ -56,6 +58,8 @@ pub struct Config {
     pub max_in_flight: usize,
     /// How long a request beyond `max_in_flight` waits for a slot before a 503.
     pub in_flight_wait: std::time::Duration,
+    /// The partners a booking may name (from the partners file); `None`: any name (the simulator).
+    pub partners: Option<Arc<std::collections::BTreeSet<String>>>,
 }
 
 impl Default for Config {
@@ -65,6 +69,7 @@ impl Default for Config {
             rate_limit: 500,
             max_in_flight: 128,
             in_flight_wait: std::time::Duration::from_secs(2),
+            partners: None,
         }
     }
 }
@@ -122,6 +127,7 @@ pub(crate) fn context(caller: &Caller, correlation: String, command: &str) -> Co
         }),
         idempotency_key: None,
         command: Some(command.to_string()),
+        request_correlation_id: None,
     }
 }
 
@@ -157,6 +163,8 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(bookings::get))
         .routes(routes!(bookings::cancel))
         .routes(routes!(bookings::payment))
+        .routes(routes!(bookings::resolve))
+        .routes(routes!(payments::webhook))
         .routes(routes!(callbacks::receive))
         .routes(routes!(visits::create))
         .routes(routes!(visits::get))

@@ -4,9 +4,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use domain::booking::BookingError;
 use domain::visit::VisitError;
-use domain::{AggregateSchema, Booking, Visit};
+use domain::{Booking, Visit};
 use serde_json::{json, Value};
-use store::{CommitHook, ExecuteOptions};
+use store::{ExecuteOptions, NoHook};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, DomainError};
@@ -14,7 +14,7 @@ use crate::extract::IfMatch;
 use crate::{context, AppState};
 
 /// An aggregate served over REST.
-pub trait Resource: AggregateSchema<Services = ()>
+pub trait Resource: store::WriteRules<Services = ()>
 where
     Self::Command: Clone,
     Self::Error: DomainError,
@@ -66,9 +66,9 @@ impl Resource for Visit {
 }
 
 /// Runs a command on an existing aggregate the caller may access (others' ids answer 404), with
-/// `If-Match`, and answers 200 with the new version as `ETag`.
-#[allow(clippy::too_many_arguments)]
-pub async fn run<A, H>(
+/// `If-Match`, and answers 200 with the new version as `ETag`. The aggregate's write rules (e.g. the
+/// booking's slot claim) run inside the store, whatever the command.
+pub async fn run<A>(
     state: &AppState,
     caller: &Caller,
     correlation: String,
@@ -76,13 +76,11 @@ pub async fn run<A, H>(
     name: &'static str,
     command: A::Command,
     if_match: IfMatch,
-    hook: &H,
 ) -> Result<Response, ApiError>
 where
     A: Resource,
     A::Command: Clone,
     A::Error: DomainError,
-    H: CommitHook<A>,
 {
     let ctx = context(caller, correlation, name);
     let options = ExecuteOptions {
@@ -91,7 +89,7 @@ where
     };
     let result = state
         .store
-        .execute_guarded::<A, _, _>(id, command, &(), &ctx, options, hook, |a: &A| {
+        .execute_guarded::<A, _, _>(id, command, &(), &ctx, options, &NoHook, |a: &A| {
             caller.may_access(a.owner())
         })
         .await;

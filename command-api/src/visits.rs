@@ -9,7 +9,6 @@ use domain::values::{Email, Role};
 use domain::visit::{Patient, VisitCommand};
 use domain::Visit;
 use serde::{Deserialize, Serialize};
-use store::NoHook;
 use utoipa::ToSchema;
 
 use crate::auth::Caller;
@@ -95,7 +94,7 @@ pub async fn create(
         scheduled_at: body.scheduled_at,
         at: Utc::now(),
     };
-    idempotency::create::<Visit, _>(&state, request, command, NoHook).await
+    idempotency::create::<Visit>(&state, request, command).await
 }
 
 async fn run(
@@ -107,17 +106,7 @@ async fn run(
     command: VisitCommand,
     if_match: IfMatch,
 ) -> Result<Response, ApiError> {
-    resource::run::<Visit, _>(
-        state,
-        caller,
-        correlation,
-        id,
-        name,
-        command,
-        if_match,
-        &NoHook,
-    )
-    .await
+    resource::run::<Visit>(state, caller, correlation, id, name, command, if_match).await
 }
 
 /// Staff-only workflow steps.

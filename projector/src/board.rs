@@ -38,13 +38,19 @@ impl StuckRule {
         }
     }
 
-    /// The default rules: bookings waiting for the partner (requested, partner_pending) or compensating
-    /// for more than 5 minutes; completed visits whose report or e-mail is still pending after 10.
+    /// The default rules: bookings waiting for the partner (requested, partner_pending), the payment
+    /// provider (payment_pending), a compensation or a refund for more than 5 minutes, and after a minute those
+    /// that wait for a person (compensation_failed, refund_failed); completed visits whose report or
+    /// e-mail is still pending after 10.
     pub fn defaults() -> Vec<StuckRule> {
         vec![
             Self::new("booking", "requested", 5),
             Self::new("booking", "partner_pending", 5),
+            Self::new("booking", "payment_pending", 5),
             Self::new("booking", "compensating", 5),
+            Self::new("booking", "refunding", 5),
+            Self::new("booking", "compensation_failed", 1),
+            Self::new("booking", "refund_failed", 1),
             Self {
                 report_status: Some("pending".to_owned()),
                 ..Self::new("visit", "completed", 10)

@@ -70,6 +70,10 @@ pub(crate) struct BookingRow {
     cancelled_at: Option<DateTime<Utc>>,
     compensating_at: Option<DateTime<Utc>>,
     compensation_failed_at: Option<DateTime<Utc>>,
+    payment_pending_at: Option<DateTime<Utc>>,
+    refunding_at: Option<DateTime<Utc>>,
+    refunded_at: Option<DateTime<Utc>>,
+    refund_failed_at: Option<DateTime<Utc>>,
     status_since: DateTime<Utc>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -92,6 +96,10 @@ impl BookingRow {
             BookingStatus::Cancelled => &mut self.cancelled_at,
             BookingStatus::Compensating => &mut self.compensating_at,
             BookingStatus::CompensationFailed => &mut self.compensation_failed_at,
+            BookingStatus::PaymentPending => &mut self.payment_pending_at,
+            BookingStatus::Refunding => &mut self.refunding_at,
+            BookingStatus::Refunded => &mut self.refunded_at,
+            BookingStatus::RefundFailed => &mut self.refund_failed_at,
         }
     }
 }
@@ -127,6 +135,10 @@ impl FoldedRow for BookingRow {
             cancelled_at: None,
             compensating_at: None,
             compensation_failed_at: None,
+            payment_pending_at: None,
+            refunding_at: None,
+            refunded_at: None,
+            refund_failed_at: None,
             status_since: DateTime::<Utc>::default(),
             created_at: DateTime::<Utc>::default(),
             updated_at: DateTime::<Utc>::default(),

@@ -50,12 +50,16 @@ pub enum BookingStatus {
     Requested,
     PartnerPending,
     Confirmed,
+    PaymentPending,
     Paid,
     Rejected,
     Failed,
     Cancelled,
     Compensating,
     CompensationFailed,
+    Refunding,
+    Refunded,
+    RefundFailed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]

@@ -52,6 +52,8 @@ pub struct Loaded<A> {
     pub snapshot: Option<u64>,
     /// How many events were applied on top of the snapshot.
     pub applied: usize,
+    /// The correlation id of the stream's first event: the thread every later event joins.
+    pub correlation_id: Option<String>,
 }
 
 impl<A: Default> Loaded<A> {
@@ -62,6 +64,7 @@ impl<A: Default> Loaded<A> {
             position: None,
             snapshot: None,
             applied: 0,
+            correlation_id: None,
         }
     }
 }
@@ -98,23 +101,64 @@ pub struct Appended {
     pub position: i64,
 }
 
+/// What a command changed, as a [`CommitHook`] sees it.
+#[derive(Debug)]
+pub struct Change<'a, A: Aggregate> {
+    /// The aggregate's id.
+    pub aggregate_id: &'a str,
+    /// The state before the command (the default state for a new stream).
+    pub before: &'a A,
+    /// The state after the command.
+    pub after: &'a A,
+    /// The events the command produced (never empty: a no-op commits nothing and runs no hook).
+    pub events: &'a [A::Event],
+}
+
 /// Extra statements that must commit or fail together with a command's events, such as a claim on a
 /// resource's time slot. Runs inside the append transaction, after the events were inserted.
 pub trait CommitHook<A: Aggregate>: Send + Sync {
-    /// True when the hook never writes anything, so the append can skip BEGIN/COMMIT round trips.
-    fn is_noop(&self) -> bool {
-        false
+    /// Whether this change needs the hook's statements. When no hook of a command needs any, the append
+    /// is one autocommitted statement (no BEGIN/COMMIT round trips).
+    fn needed(&self, _change: &Change<'_, A>) -> bool {
+        true
     }
 
     /// Writes the hook's rows; an `Err` rolls back the events too.
     fn before_commit(
         &self,
         tx: &mut PgConnection,
-        aggregate_id: &str,
-        state: &A,
-        events: &[A::Event],
+        change: &Change<'_, A>,
         appended: Appended,
     ) -> impl Future<Output = Result<(), HookError>> + Send;
+}
+
+/// The write rules of an aggregate: statements that every append of it runs in its transaction, whoever
+/// the writer (REST, callbacks, workers, CLI, tests). Every command path of [`EventStore`] requires this
+/// trait and runs [`WriteRules::write_rules`] itself, so no caller can forget or skip them; a caller's own
+/// hook (e.g. an idempotency record) runs after them in the same transaction.
+///
+/// The store registers them for the domain's aggregates (Booking: the slot claim of
+/// [`crate::claims::BookingClaims`]; Visit: none). Only the store or the aggregate's own crate can
+/// implement it (Rust's orphan rule), so a writer elsewhere cannot register a weaker set.
+pub trait WriteRules: AggregateSchema {
+    /// The hook carrying the rules.
+    type Rules: CommitHook<Self>;
+    /// The rules every append of this aggregate runs.
+    fn write_rules() -> Self::Rules;
+}
+
+impl WriteRules for domain::Visit {
+    type Rules = NoHook;
+    fn write_rules() -> NoHook {
+        NoHook
+    }
+}
+
+impl WriteRules for domain::Booking {
+    type Rules = crate::claims::BookingClaims;
+    fn write_rules() -> Self::Rules {
+        crate::claims::BookingClaims::RULE
+    }
 }
 
 /// A hook that does nothing.
@@ -122,47 +166,59 @@ pub trait CommitHook<A: Aggregate>: Send + Sync {
 pub struct NoHook;
 
 impl<A: Aggregate> CommitHook<A> for NoHook {
-    fn is_noop(&self) -> bool {
-        true
+    fn needed(&self, _change: &Change<'_, A>) -> bool {
+        false
     }
 
     async fn before_commit(
         &self,
         _tx: &mut PgConnection,
-        _aggregate_id: &str,
-        _state: &A,
-        _events: &[A::Event],
+        _change: &Change<'_, A>,
         _appended: Appended,
     ) -> Result<(), HookError> {
         Ok(())
     }
 }
 
-/// Two hooks in one transaction: the first, then the second.
+impl<A: Aggregate, H: CommitHook<A>> CommitHook<A> for &H {
+    fn needed(&self, change: &Change<'_, A>) -> bool {
+        (**self).needed(change)
+    }
+
+    async fn before_commit(
+        &self,
+        tx: &mut PgConnection,
+        change: &Change<'_, A>,
+        appended: Appended,
+    ) -> Result<(), HookError> {
+        (**self).before_commit(tx, change, appended).await
+    }
+}
+
+/// Two hooks in one transaction: the first, then the second (each only when it is needed).
 impl<A, H1, H2> CommitHook<A> for (H1, H2)
 where
     A: Aggregate,
     H1: CommitHook<A>,
     H2: CommitHook<A>,
 {
-    fn is_noop(&self) -> bool {
-        self.0.is_noop() && self.1.is_noop()
+    fn needed(&self, change: &Change<'_, A>) -> bool {
+        self.0.needed(change) || self.1.needed(change)
     }
 
     async fn before_commit(
         &self,
         tx: &mut PgConnection,
-        aggregate_id: &str,
-        state: &A,
-        events: &[A::Event],
+        change: &Change<'_, A>,
         appended: Appended,
     ) -> Result<(), HookError> {
-        self.0
-            .before_commit(tx, aggregate_id, state, events, appended)
-            .await?;
-        self.1
-            .before_commit(tx, aggregate_id, state, events, appended)
-            .await
+        if self.0.needed(change) {
+            self.0.before_commit(tx, change, appended).await?;
+        }
+        if self.1.needed(change) {
+            self.1.before_commit(tx, change, appended).await?;
+        }
+        Ok(())
     }
 }
 
@@ -184,7 +240,7 @@ impl Upto {
 
 #[derive(sqlx::FromRow)]
 struct FoldRow {
-    /// 0 for the snapshot row, 1 for events.
+    /// 0 for the snapshot row, 1 for events, 2 for the stream's correlation id.
     kind: i32,
     sequence: i64,
     event_type: Option<String>,
@@ -193,7 +249,8 @@ struct FoldRow {
     global_position: Option<i64>,
 }
 
-/// Nearest usable snapshot at or below the bound, then the events after it, in one round trip.
+/// Nearest usable snapshot at or below the bound, then the events after it, then the correlation id of
+/// the stream's first event (kind 2), in one round trip.
 const FOLD_SQL: &str = "
     with snap as (
         select sequence, state, global_position from snapshots
@@ -209,6 +266,10 @@ const FOLD_SQL: &str = "
     from events e
     where e.aggregate_type = $1 and e.aggregate_id = $2 and e.sequence <= $4
       and e.sequence > coalesce((select sequence from snap), 0)
+    union all
+    select 2, 1, null, null, coalesce(e.metadata -> 'correlation_id', 'null'::jsonb), null
+    from events e
+    where e.aggregate_type = $1 and e.aggregate_id = $2 and e.sequence = 1
     order by kind, sequence";
 
 /// One multi-row INSERT for all events of a command.
@@ -347,6 +408,10 @@ impl EventStore {
         let upcasters = A::upcasters();
         let mut loaded = Loaded::<A>::empty();
         for row in rows {
+            if row.kind == 2 {
+                loaded.correlation_id = row.payload.as_str().map(str::to_owned);
+                continue;
+            }
             if row.kind == 0 {
                 match serde_json::from_value::<A>(row.payload) {
                     Ok(state) => {
@@ -384,8 +449,9 @@ impl EventStore {
         Ok(Some(loaded))
     }
 
-    /// Runs `command` against aggregate `id` and appends the events it produces.
-    pub async fn execute<A: AggregateSchema>(
+    /// Runs `command` against aggregate `id` and appends the events it produces, with the aggregate's
+    /// [`WriteRules`] in the same transaction.
+    pub async fn execute<A: WriteRules>(
         &self,
         id: &str,
         command: A::Command,
@@ -400,7 +466,8 @@ impl EventStore {
             .await
     }
 
-    /// Like [`EventStore::execute`], with `hook`'s statements in the same transaction as the events.
+    /// Like [`EventStore::execute`], with `hook`'s statements in the same transaction as the events (after
+    /// the aggregate's write rules, which always run).
     ///
     /// On a concurrency conflict the whole command (load, handle, append) is run again, at most
     /// `max_conflict_retries` times with jittered backoff, then [`CommandError::Conflict`].
@@ -414,7 +481,7 @@ impl EventStore {
         hook: &H,
     ) -> Result<Committed<A>, CommandError<A::Error>>
     where
-        A: AggregateSchema,
+        A: WriteRules,
         A::Command: Clone,
         H: CommitHook<A>,
     {
@@ -424,6 +491,11 @@ impl EventStore {
 
     /// Like [`EventStore::execute_with_hook`], refusing with [`CommandError::NotVisible`] when `may_access`
     /// says the caller may not see the loaded aggregate (checked on every attempt, before `handle`).
+    ///
+    /// Every event of a stream carries the correlation id of the stream's first event, so one booking's
+    /// saga (request, jobs, partner and provider answers, later commands) reads as one thread. When the
+    /// caller's correlation id differs (a later request with its own `X-Correlation-Id`), it is kept as
+    /// `request_correlation_id`.
     #[allow(clippy::too_many_arguments)]
     #[tracing::instrument(level = "debug", skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %id))]
     pub async fn execute_guarded<A, H, G>(
@@ -437,11 +509,12 @@ impl EventStore {
         may_access: G,
     ) -> Result<Committed<A>, CommandError<A::Error>>
     where
-        A: AggregateSchema,
+        A: WriteRules,
         A::Command: Clone,
         H: CommitHook<A>,
         G: Fn(&A) -> bool + Send + Sync,
     {
+        let hooks = (A::write_rules(), hook);
         let mut attempt = 0;
         loop {
             let loaded = if options.new_stream && attempt == 0 {
@@ -461,6 +534,8 @@ impl EventStore {
                 }
             }
             let from_version = loaded.version;
+            let context = context.joining(loaded.correlation_id.as_deref());
+            let before = loaded.state.clone();
             let mut state = loaded.state;
             let sink = EventSink::default();
             state
@@ -476,10 +551,13 @@ impl EventStore {
                     events,
                 });
             }
-            match self
-                .append(id, from_version, &events, context, &state, hook)
-                .await
-            {
+            let change = Change {
+                aggregate_id: id,
+                before: &before,
+                after: &state,
+                events: &events,
+            };
+            match self.append(from_version, &change, &context, &hooks).await {
                 Ok(position) => {
                     let version = from_version + events.len() as u64;
                     self.maybe_snapshot(id, from_version, version, position, &state)
@@ -512,13 +590,12 @@ impl EventStore {
     /// writes too) and returns the global position of the last one.
     async fn append<A: AggregateSchema, H: CommitHook<A>>(
         &self,
-        id: &str,
         from_version: u64,
-        events: &[A::Event],
+        change: &Change<'_, A>,
         context: &CommandContext,
-        state: &A,
         hook: &H,
     ) -> Result<i64, AppendError> {
+        let (id, events) = (change.aggregate_id, change.events);
         let mut sequences = Vec::with_capacity(events.len());
         let mut types = Vec::with_capacity(events.len());
         let mut versions = Vec::with_capacity(events.len());
@@ -552,7 +629,7 @@ impl EventStore {
             .bind(versions)
             .bind(payloads)
             .bind(metadata);
-        let positions = if hook.is_noop() {
+        let positions = if !hook.needed(change) {
             query.fetch_all(&self.pool).await?
         } else {
             // A request handler is dropped when its client hangs up: `Guarded` keeps a transaction cut
@@ -566,7 +643,7 @@ impl EventStore {
                     version: from_version + events.len() as u64,
                     position: positions.iter().copied().max().unwrap_or_default(),
                 };
-                hook.before_commit(&mut tx, id, state, events, appended)
+                hook.before_commit(&mut tx, change, appended)
                     .await
                     .map_err(|e| match e {
                         HookError::Database(db) => AppendError::from(db),

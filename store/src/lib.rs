@@ -6,7 +6,7 @@
 //! `DATABASE_URL` is given. It knows nothing about HTTP or GraphQL.
 //!
 //! # Layout
-//! - `claims`: the booking time-slot claim that joins a booking's append transaction.
+//! - `claims`: the booking time-slot claim, the Booking's write rule (see [`WriteRules`]).
 //! - `conn`: [`conn::Guarded`], a pooled connection closed instead of reused when a transaction is cancelled.
 //! - `db`: connecting (with password-free errors) and migrating.
 //! - `event_store`: [`EventStore`]: the command path, loading, snapshots, time travel, history.
@@ -31,7 +31,8 @@ pub mod testing;
 
 pub use error::{CommandError, Error, HookError, Result};
 pub use event_store::{
-    Appended, CommitHook, Committed, EventStore, ExecuteOptions, Loaded, NoHook, StoreConfig,
+    Appended, Change, CommitHook, Committed, EventStore, ExecuteOptions, Loaded, NoHook,
+    StoreConfig, WriteRules,
 };
 pub use log::{Checkpoint, RecordedEvent};
 pub use metadata::{CommandContext, EventMetadata};

@@ -17,6 +17,10 @@ pub struct CommandContext {
     pub idempotency_key: Option<String>,
     /// The command's name, e.g. `booking.cancel`.
     pub command: Option<String>,
+    /// The correlation id of the request that issued this command, when it differs from the stream's
+    /// (set by the store, see [`CommandContext::joining`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_correlation_id: Option<String>,
 }
 
 impl CommandContext {
@@ -28,6 +32,23 @@ impl CommandContext {
             actor: None,
             idempotency_key: None,
             command: Some(command.to_string()),
+            request_correlation_id: None,
+        }
+    }
+
+    /// This context joined to a stream whose first event has `stream_correlation`: the events carry the
+    /// stream's correlation id, and the caller's own (when different) as `request_correlation_id`.
+    pub fn joining(&self, stream_correlation: Option<&str>) -> std::borrow::Cow<'_, Self> {
+        match stream_correlation {
+            Some(stream) if stream != self.correlation_id => {
+                let mut joined = self.clone();
+                joined.request_correlation_id = Some(std::mem::replace(
+                    &mut joined.correlation_id,
+                    stream.to_owned(),
+                ));
+                std::borrow::Cow::Owned(joined)
+            }
+            _ => std::borrow::Cow::Borrowed(self),
         }
     }
 }

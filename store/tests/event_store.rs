@@ -286,11 +286,10 @@ impl CommitHook<Counter> for SlotClaim {
     async fn before_commit(
         &self,
         tx: &mut sqlx::PgConnection,
-        aggregate_id: &str,
-        _state: &Counter,
-        _events: &[common::CounterEvent],
+        change: &store::Change<'_, Counter>,
         _appended: store::event_store::Appended,
     ) -> Result<(), HookError> {
+        let aggregate_id = change.aggregate_id;
         let inserted = sqlx::query(
             "insert into test_claims (slot, owner) values ($1, $2) on conflict do nothing",
         )
@@ -429,6 +428,7 @@ async fn events_carry_metadata() {
         }),
         idempotency_key: Some("key-1".into()),
         command: Some("counter.add".into()),
+        request_correlation_id: None,
     };
     store
         .execute::<Counter>(

@@ -1,16 +1,19 @@
-//! Compensation under rate limits (seed 003): cancel the partner reservation of a booking whose payment
-//! was declined, without hammering a partner that is already struggling.
+//! Compensation under rate limits (seed 003): give back what a booking no longer needs (a partner
+//! reservation, a captured payment) without hammering a partner or provider that is already struggling.
 //!
-//! `partner.compensate` jobs run on their own queue (`compensation`, small concurrency). Before each call
-//! the handler takes a token from the partner's [`TokenBucket`] (waiting up to a bound, else retrying
-//! later), and asks the partner's [`CircuitBreaker`]: while it is open (after `failure_threshold`
-//! consecutive 5xx/timeouts) no call is made and the job retries after the open period; after it, one probe
-//! goes through (half-open) and its outcome closes or reopens the breaker. A 429 reschedules the job after
-//! the partner's `Retry-After`. When the last attempt fails, `FailCompensation` is recorded (the booking
-//! shows `compensation_failed`) and the job is dead-lettered, which the dead-letter metric alerts on.
-//!
-//! `partner.release` jobs (a booking cancelled on our side) give the reservation back through the same
-//! bucket and breaker (`CompensateHandler::release`).
+//! `partner.compensate` (a declined payment), `partner.release` (a booking cancelled, failed or resolved
+//! on our side) and `payment.refund` (a cancelled paid booking) run on their own queue (`compensation`,
+//! small concurrency). Before each call the handler takes a token from the counterpart's [`TokenBucket`]
+//! (waiting up to a bound, else retrying later) and asks its [`CircuitBreaker`]: while it is open (after
+//! `failure_threshold` consecutive 5xx/timeouts) no call is made and the job retries after the open period;
+//! after it, one probe goes through (half-open); the probe's success closes the breaker, its failure or a
+//! 429 reopens it, and a probe that never reports back (its job died) is replaced after `probe_timeout`.
+//! A 429 reschedules the job after the `Retry-After`. A cancel answer counts as "released" only when it
+//! says the partner holds nothing (2xx, or a status of the partner's `released_statuses`, 404/410 by
+//! default); any other 4xx is a failure with its reason, retried and finally dead-lettered, never
+//! silently done. When the last attempt of a compensation or refund fails, `FailCompensation` /
+//! `RecordRefund(Failed)` is recorded (the booking shows `compensation_failed` / `refund_failed` with the
+//! reason) and the job is dead-lettered, which the dead-letter metric alerts on.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,12 +21,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
-use domain::booking::{BookingCommand, BookingStatus};
+use domain::booking::{BookingCommand, BookingStatus, RefundOutcome};
 use domain::Booking;
 use store::EventStore;
 
-use crate::booking_flow::CallOutcome;
+use crate::booking_flow::{CallOutcome, PartnerClient};
 use crate::jobs::Job;
+use crate::partners::Partners;
+use crate::reactor::kinds;
 use crate::worker::{Handler, HandlerError};
 use crate::write_back;
 
@@ -73,22 +78,33 @@ pub enum BreakerState {
     HalfOpen,
 }
 
-/// A circuit breaker: opens after `threshold` consecutive failures for `open_for`, then lets one probe.
+/// A circuit breaker: opens after `threshold` consecutive failures for `open_for`, then lets one probe,
+/// and another one if the first has not reported back within `probe_timeout`.
 #[derive(Debug, Clone)]
 pub struct CircuitBreaker {
     threshold: u32,
     open_for: Duration,
+    probe_timeout: Duration,
     failures: u32,
     state: BreakerState,
+    /// When the probe in flight went out (while half-open).
+    probe_since: Option<Instant>,
 }
 
 impl CircuitBreaker {
+    /// A breaker whose probe may take as long as it stays open.
     pub fn new(threshold: u32, open_for: Duration) -> Self {
+        Self::with_probe_timeout(threshold, open_for, open_for)
+    }
+
+    pub fn with_probe_timeout(threshold: u32, open_for: Duration, probe_timeout: Duration) -> Self {
         Self {
             threshold: threshold.max(1),
             open_for,
+            probe_timeout,
             failures: 0,
             state: BreakerState::Closed,
+            probe_since: None,
         }
     }
 
@@ -102,30 +118,55 @@ impl CircuitBreaker {
             BreakerState::Closed => Ok(()),
             BreakerState::Open { until } if now >= until => {
                 self.state = BreakerState::HalfOpen;
+                self.probe_since = Some(now);
                 Ok(())
             }
             BreakerState::Open { until } => Err(until.saturating_duration_since(now)),
-            BreakerState::HalfOpen => Err(self.open_for),
+            BreakerState::HalfOpen => {
+                let since = self.probe_since.unwrap_or(now);
+                let due = since + self.probe_timeout;
+                if now >= due {
+                    // The probe never reported back (its job died or hangs): let another one go.
+                    self.probe_since = Some(now);
+                    Ok(())
+                } else {
+                    Err(due.saturating_duration_since(now))
+                }
+            }
         }
     }
 
     pub fn on_success(&mut self) {
         self.failures = 0;
         self.state = BreakerState::Closed;
+        self.probe_since = None;
     }
 
     pub fn on_failure(&mut self, now: Instant) {
         self.failures = self.failures.saturating_add(1);
         if self.state == BreakerState::HalfOpen || self.failures >= self.threshold {
-            self.state = BreakerState::Open {
-                until: now + self.open_for,
-            };
-            metrics::counter!("trailbook_partner_breaker_opened_total").increment(1);
+            self.open(now);
         }
+    }
+
+    /// A 429: the counterpart protects itself. Not a failure while closed; but a half-open probe that
+    /// gets one shows it has not recovered, so the breaker opens again.
+    pub fn on_rate_limited(&mut self, now: Instant) {
+        if self.state == BreakerState::HalfOpen {
+            self.open(now);
+        }
+    }
+
+    fn open(&mut self, now: Instant) {
+        self.state = BreakerState::Open {
+            until: now + self.open_for,
+        };
+        self.probe_since = None;
+        metrics::counter!("trailbook_partner_breaker_opened_total").increment(1);
     }
 }
 
-/// Limits of compensation calls, per partner.
+/// Limits of compensation calls, per partner (or provider).
 #[derive(Debug, Clone, Copy)]
 pub struct CompensationLimits {
     pub bucket_capacity: u32,
@@ -134,6 +175,8 @@ pub struct CompensationLimits {
     pub max_token_wait: Duration,
     pub failure_threshold: u32,
     pub open_for: Duration,
+    /// How long a half-open probe may stay out before another is let through.
+    pub probe_timeout: Duration,
 }
 
 impl Default for CompensationLimits {
@@ -144,64 +187,71 @@ impl Default for CompensationLimits {
             max_token_wait: Duration::from_secs(2),
             failure_threshold: 5,
             open_for: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(30),
         }
     }
 }
 
 #[derive(Debug)]
-struct PartnerGuard {
+struct Guard {
     bucket: TokenBucket,
     breaker: CircuitBreaker,
 }
 
-/// Runs `partner.compensate` and `partner.release`: every call that gives a reservation back goes through
-/// the same token bucket and breaker per partner. One instance per process (clones share the buckets and
-/// breakers; register a clone for each kind).
+/// The guard key of the payment provider (partners are keyed by name).
+const PAYMENT_PROVIDER: &str = "payment-provider";
+
+/// Runs `partner.compensate`, `partner.release` and `payment.refund`: every call that gives something
+/// back goes through the counterpart's token bucket and breaker. One instance per process (clones share
+/// the buckets and breakers; register a clone for each kind).
 #[derive(Clone)]
 pub struct CompensateHandler {
     pub store: EventStore,
-    partner: crate::booking_flow::PartnerClient,
-    limits: CompensationLimits,
-    guards: Arc<Mutex<HashMap<String, PartnerGuard>>>,
+    partners: Partners,
+    /// Overrides every partner's own limits (tests); `None`: each partner's configured limits.
+    limits: Option<CompensationLimits>,
+    guards: Arc<Mutex<HashMap<String, Guard>>>,
 }
 
 impl CompensateHandler {
-    pub fn new(
-        store: EventStore,
-        partner: crate::booking_flow::PartnerClient,
-        limits: CompensationLimits,
-    ) -> Self {
+    /// The handler with each partner's configured limits, or `limits` for all when given.
+    pub fn new(store: EventStore, partners: Partners, limits: Option<CompensationLimits>) -> Self {
         Self {
             store,
-            partner,
+            partners,
             limits,
             guards: Arc::default(),
         }
     }
 
-    fn with_guard<T>(&self, partner: &str, f: impl FnOnce(&mut PartnerGuard) -> T) -> T {
+    fn with_guard<T>(
+        &self,
+        key: &str,
+        limits: CompensationLimits,
+        f: impl FnOnce(&mut Guard) -> T,
+    ) -> T {
         let mut guards = match self.guards.lock() {
             Ok(g) => g,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let guard = guards
-            .entry(partner.to_owned())
-            .or_insert_with(|| PartnerGuard {
-                bucket: TokenBucket::new(
-                    self.limits.bucket_capacity,
-                    self.limits.per_second,
-                    Instant::now(),
-                ),
-                breaker: CircuitBreaker::new(self.limits.failure_threshold, self.limits.open_for),
-            });
+        let limits = self.limits.unwrap_or(limits);
+        let guard = guards.entry(key.to_owned()).or_insert_with(|| Guard {
+            bucket: TokenBucket::new(limits.bucket_capacity, limits.per_second, Instant::now()),
+            breaker: CircuitBreaker::with_probe_timeout(
+                limits.failure_threshold,
+                limits.open_for,
+                limits.probe_timeout,
+            ),
+        });
         f(guard)
     }
 
-    /// Waits (bounded) for a token of `partner`'s bucket.
-    async fn take_token(&self, partner: &str) -> Result<(), HandlerError> {
-        let deadline = Instant::now() + self.limits.max_token_wait;
+    /// Waits (bounded) for a token of `key`'s bucket.
+    async fn take_token(&self, key: &str, limits: CompensationLimits) -> Result<(), HandlerError> {
+        let limits = self.limits.unwrap_or(limits);
+        let deadline = Instant::now() + limits.max_token_wait;
         loop {
-            match self.with_guard(partner, |g| g.bucket.try_take(Instant::now())) {
+            match self.with_guard(key, limits, |g| g.bucket.try_take(Instant::now())) {
                 Ok(()) => return Ok(()),
                 Err(wait) if Instant::now() + wait <= deadline => tokio::time::sleep(wait).await,
                 Err(wait) => {
@@ -223,47 +273,49 @@ impl CompensateHandler {
         write_back::execute::<Booking>(&self.store, id, command, &write_back::context(job)).await
     }
 
-    /// On the last attempt a transient failure becomes `FailCompensation` and a dead letter.
-    async fn give_up_if_last(&self, id: &str, job: &Job, error: HandlerError) -> HandlerError {
-        if job.attempts < job.max_attempts {
+    /// On the last attempt (or a permanent error) `give_up` is recorded and the job dead-letters.
+    async fn give_up_if_last(
+        &self,
+        id: &str,
+        job: &Job,
+        error: HandlerError,
+        give_up: impl FnOnce(String) -> BookingCommand,
+    ) -> HandlerError {
+        let permanent = matches!(error, HandlerError::Permanent(_));
+        if !permanent && job.attempts < job.max_attempts {
             return error;
         }
         let reason = format!("gave up after {} attempts: {error}", job.attempts);
-        match self
-            .execute(
-                id,
-                BookingCommand::FailCompensation {
-                    reason: reason.clone(),
-                },
-                job,
-            )
-            .await
-        {
+        match self.execute(id, give_up(reason.clone()), job).await {
             Ok(()) => HandlerError::Permanent(reason),
             Err(e) => e,
         }
     }
-}
 
-impl CompensateHandler {
-    /// Lets one call to `partner` go out: refused while its breaker is open, waits (bounded) for a token.
-    async fn admit(&self, partner: &str) -> Result<(), HandlerError> {
-        if let Err(wait) = self.with_guard(partner, |g| g.breaker.allow(Instant::now())) {
+    fn client(&self, booking: &Booking) -> Result<&PartnerClient, HandlerError> {
+        self.partners.get(&booking.partner).ok_or_else(|| {
+            HandlerError::Permanent(format!("partner `{}` is not configured", booking.partner))
+        })
+    }
+
+    /// Lets one call to `key` go out: refused while its breaker is open, waits (bounded) for a token.
+    async fn admit(&self, key: &str, limits: CompensationLimits) -> Result<(), HandlerError> {
+        if let Err(wait) = self.with_guard(key, limits, |g| g.breaker.allow(Instant::now())) {
             return Err(HandlerError::RetryAfter {
                 after: wait,
                 message: "circuit breaker open for this partner".to_owned(),
             });
         }
-        if let Err(e) = self.take_token(partner).await {
+        if let Err(e) = self.take_token(key, limits).await {
             // The half-open probe (if this was it) did not go out: let the next one try.
-            self.with_guard(partner, |g| {
+            self.with_guard(key, limits, |g| {
                 if g.breaker.state() == BreakerState::HalfOpen {
                     g.breaker.on_failure(Instant::now());
                 }
             });
             return Err(e);
         }
-        metrics::counter!("trailbook_compensation_calls_total", "partner" => partner.to_owned())
+        metrics::counter!("trailbook_compensation_calls_total", "partner" => key.to_owned())
             .increment(1);
         Ok(())
     }
@@ -277,79 +329,205 @@ impl CompensateHandler {
                    and payload->>'booking_id' = $1)",
         )
         .bind(id)
-        .bind([
-            crate::reactor::kinds::PARTNER_RESERVE,
-            crate::reactor::kinds::PARTNER_RECONCILE,
-        ])
+        .bind([kinds::PARTNER_RESERVE, kinds::PARTNER_RECONCILE])
         .fetch_one(self.store.pool())
         .await
         .map_err(|e| HandlerError::Retry(format!("cannot look for reservation attempts: {e}")))
     }
 
-    /// Sorts a failed partner call into the job's error, feeding the breaker.
-    fn call_failed<T>(&self, partner: &str, outcome: CallOutcome<T>, what: &str) -> HandlerError {
+    /// Sorts a failed call into the job's error, feeding the breaker.
+    fn call_failed<T>(
+        &self,
+        key: &str,
+        limits: CompensationLimits,
+        outcome: CallOutcome<T>,
+        what: &str,
+    ) -> HandlerError {
         match outcome {
-            // 429 is the partner protecting itself, not a failure of it: the breaker stays as is.
-            CallOutcome::RateLimited(after) => HandlerError::RetryAfter {
-                after,
-                message: format!("partner rate limited the {what}"),
-            },
-            CallOutcome::Unknown(reason) => {
-                self.with_guard(partner, |g| g.breaker.on_failure(Instant::now()));
-                HandlerError::Retry(reason)
+            // 429 is the partner protecting itself, not a failure of it; a half-open probe reopens.
+            CallOutcome::RateLimited(after) => {
+                self.with_guard(key, limits, |g| g.breaker.on_rate_limited(Instant::now()));
+                HandlerError::RetryAfter {
+                    after,
+                    message: format!("rate limited the {what}"),
+                }
             }
-            CallOutcome::Refused(reason) => HandlerError::Permanent(reason),
+            CallOutcome::Unknown(reason) => {
+                self.with_guard(key, limits, |g| g.breaker.on_failure(Instant::now()));
+                HandlerError::Retry(format!("the {what} failed: {reason}"))
+            }
+            CallOutcome::Refused { status, reason } => {
+                // The partner is up and answering: the breaker is not at fault.
+                self.with_guard(key, limits, |g| g.breaker.on_success());
+                HandlerError::Permanent(format!("the {what} was refused ({status}): {reason}"))
+            }
             CallOutcome::Answered(_) => {
                 HandlerError::Retry(format!("unexpected answer to the {what}"))
             }
         }
     }
 
-    /// `partner.release`: a booking cancelled on our side gives its partner reservation back. The booking
-    /// may have been cancelled before the partner answered, so without a known reservation id the partner
-    /// is asked by client reference (the booking id). Recorded as `PartnerReservationReleased`.
+    /// Cancels `reservation_id` at the booking's partner: `Ok` once the partner holds nothing (2xx, or an
+    /// "already gone" status of its configuration).
+    async fn cancel_at_partner(
+        &self,
+        booking: &Booking,
+        reservation_id: &str,
+        correlation: &str,
+    ) -> Result<(), HandlerError> {
+        let client = self.client(booking)?;
+        let (key, limits) = (booking.partner.as_str(), client.limits());
+        self.admit(key, limits).await?;
+        match client.cancel(reservation_id, correlation).await {
+            CallOutcome::Answered(_) => {
+                self.with_guard(key, limits, |g| g.breaker.on_success());
+                Ok(())
+            }
+            CallOutcome::Refused { status, .. } if client.means_released(status) => {
+                self.with_guard(key, limits, |g| g.breaker.on_success());
+                tracing::info!(
+                    reservation_id,
+                    status,
+                    "partner holds no such reservation any more"
+                );
+                Ok(())
+            }
+            other => Err(self.call_failed(key, limits, other, "cancellation")),
+        }
+    }
+
+    /// `partner.release`: a booking cancelled, failed or resolved on our side gives its partner
+    /// reservation back. Without a known reservation id (the booking ended before the partner answered)
+    /// the partner is asked by client reference (the booking id). Recorded as `PartnerReservationReleased`.
     async fn release(&self, job: &Job, id: &str) -> Result<(), HandlerError> {
         let booking = write_back::load::<Booking>(&self.store, id).await?;
-        if booking.status != BookingStatus::Cancelled || booking.reservation_released {
+        if !booking.status.releases_reservation() || booking.reservation_released {
             return Ok(());
         }
+        let correlation = write_back::correlation_id(job);
         let held = match booking.reservation_id.clone() {
             Some(reservation_id) => Some(reservation_id),
             None => {
                 // A reservation attempt still in flight could create what the lookup does not see yet:
-                // wait until it has settled (it stops by itself, the booking being cancelled).
+                // wait until it has settled (it stops by itself, the booking no longer waiting).
                 if self.attempt_in_flight(id).await? {
                     return Err(HandlerError::Retry(
                         "a reservation attempt for this booking is still in flight".to_owned(),
                     ));
                 }
-                self.admit(&booking.partner).await?;
-                match self.partner.lookup(id).await {
+                let client = self.client(&booking)?;
+                let (key, limits) = (booking.partner.as_str(), client.limits());
+                self.admit(key, limits).await?;
+                match client.lookup(id, &correlation).await {
                     CallOutcome::Answered(found) => {
-                        self.with_guard(&booking.partner, |g| g.breaker.on_success());
+                        self.with_guard(key, limits, |g| g.breaker.on_success());
                         found
-                            .filter(|r| r.status != "cancelled")
+                            .filter(|r| r.status == "confirmed")
                             .map(|r| r.reservation_id)
                     }
-                    other => return Err(self.call_failed(&booking.partner, other, "lookup")),
+                    other => return Err(self.call_failed(key, limits, other, "lookup")),
                 }
             }
         };
         if let Some(reservation_id) = &held {
-            self.admit(&booking.partner).await?;
-            match self.partner.cancel(reservation_id).await {
-                // 2xx, or 404 (the partner holds no such reservation): released either way.
-                CallOutcome::Answered(_) | CallOutcome::Refused(_) => {
-                    self.with_guard(&booking.partner, |g| g.breaker.on_success());
-                }
-                other => return Err(self.call_failed(&booking.partner, other, "cancellation")),
-            }
+            self.cancel_at_partner(&booking, reservation_id, &correlation)
+                .await?;
         }
-        tracing::info!(booking_id = %id, reservation_id = ?held, "partner reservation of a cancelled booking released");
+        tracing::info!(booking_id = %id, reservation_id = ?held, "partner reservation given back");
         let command = BookingCommand::RecordReservationReleased {
             reservation_id: held,
         };
-        write_back::execute::<Booking>(&self.store, id, command, &write_back::context(job)).await
+        self.execute(id, command, job).await
+    }
+
+    /// `partner.compensate`: a declined payment cancels the partner reservation.
+    async fn compensate(&self, job: &Job, id: &str) -> Result<(), HandlerError> {
+        let booking = write_back::load::<Booking>(&self.store, id).await?;
+        if booking.status != BookingStatus::Compensating {
+            return Ok(());
+        }
+        let Some(reservation_id) = booking.reservation_id.clone() else {
+            // Nothing was reserved: nothing to release.
+            return self
+                .execute(id, BookingCommand::CompleteCompensation, job)
+                .await;
+        };
+        let correlation = write_back::correlation_id(job);
+        match self
+            .cancel_at_partner(&booking, &reservation_id, &correlation)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(booking_id = %id, reservation_id = %reservation_id, at = %Utc::now(), "partner reservation released");
+                self.execute(id, BookingCommand::CompleteCompensation, job)
+                    .await
+            }
+            Err(HandlerError::RetryAfter { after, message }) if job.attempts < job.max_attempts => {
+                Err(HandlerError::RetryAfter { after, message })
+            }
+            Err(error) => Err(self
+                .give_up_if_last(id, job, error, |reason| BookingCommand::FailCompensation {
+                    reason,
+                })
+                .await),
+        }
+    }
+
+    /// `payment.refund`: the payment of a cancelled paid booking goes back to the customer, through the
+    /// provider's bucket and breaker. The provider refunds a payment at most once, so a retry after an
+    /// unknown outcome is safe.
+    async fn refund(&self, job: &Job, id: &str) -> Result<(), HandlerError> {
+        let booking = write_back::load::<Booking>(&self.store, id).await?;
+        if booking.status != BookingStatus::Refunding {
+            return Ok(());
+        }
+        let Some(payment_id) = booking.payment_id.clone() else {
+            return Err(self
+                .give_up_if_last(
+                    id,
+                    job,
+                    HandlerError::Permanent("the booking has no payment to refund".into()),
+                    |reason| BookingCommand::RecordRefund {
+                        outcome: RefundOutcome::Failed { reason },
+                    },
+                )
+                .await);
+        };
+        let limits = CompensationLimits::default();
+        let correlation = write_back::correlation_id(job);
+        let result = match self.admit(PAYMENT_PROVIDER, limits).await {
+            Err(e) => Err(e),
+            Ok(()) => {
+                let key = format!("refund-{id}");
+                match self
+                    .partners
+                    .payments()
+                    .refund(&payment_id, &key, &correlation)
+                    .await
+                {
+                    CallOutcome::Answered(refund) => {
+                        self.with_guard(PAYMENT_PROVIDER, limits, |g| g.breaker.on_success());
+                        Ok(refund.refund_id)
+                    }
+                    other => Err(self.call_failed(PAYMENT_PROVIDER, limits, other, "refund")),
+                }
+            }
+        };
+        match result {
+            Ok(refund_id) => {
+                let outcome = RefundOutcome::Refunded { refund_id };
+                self.execute(id, BookingCommand::RecordRefund { outcome }, job)
+                    .await
+            }
+            Err(HandlerError::RetryAfter { after, message }) if job.attempts < job.max_attempts => {
+                Err(HandlerError::RetryAfter { after, message })
+            }
+            Err(error) => Err(self
+                .give_up_if_last(id, job, error, |reason| BookingCommand::RecordRefund {
+                    outcome: RefundOutcome::Failed { reason },
+                })
+                .await),
+        }
     }
 }
 
@@ -357,34 +535,10 @@ impl CompensateHandler {
 impl Handler for CompensateHandler {
     async fn handle(&self, job: &Job) -> Result<(), HandlerError> {
         let id = write_back::payload_str(job, "booking_id")?;
-        if job.kind == crate::reactor::kinds::PARTNER_RELEASE {
-            return self.release(job, &id).await;
-        }
-        let booking = write_back::load::<Booking>(&self.store, &id).await?;
-        if booking.status != BookingStatus::Compensating {
-            return Ok(());
-        }
-        let Some(reservation_id) = booking.reservation_id.clone() else {
-            // Nothing was reserved: nothing to release.
-            return self
-                .execute(&id, BookingCommand::CompleteCompensation, job)
-                .await;
-        };
-        self.admit(&booking.partner).await?;
-        let result = self.partner.cancel(&reservation_id).await;
-        use CallOutcome as O;
-        match result {
-            O::Answered(_) | O::Refused(_) => {
-                // 2xx, or 404 (the partner holds no such reservation): released either way.
-                self.with_guard(&booking.partner, |g| g.breaker.on_success());
-                tracing::info!(booking_id = %id, reservation_id = %reservation_id, at = %Utc::now(), "partner reservation released");
-                self.execute(&id, BookingCommand::CompleteCompensation, job)
-                    .await
-            }
-            other => {
-                let error = self.call_failed(&booking.partner, other, "cancellation");
-                Err(self.give_up_if_last(&id, job, error).await)
-            }
+        match job.kind.as_str() {
+            kinds::PARTNER_RELEASE => self.release(job, &id).await,
+            kinds::PAYMENT_REFUND => self.refund(job, &id).await,
+            _ => self.compensate(job, &id).await,
         }
     }
 }
@@ -425,6 +579,40 @@ mod tests {
         let t2 = t1 + Duration::from_secs(6);
         assert!(cb.allow(t2).is_ok());
         cb.on_success();
+        assert_eq!(cb.state(), BreakerState::Closed);
+    }
+
+    /// A half-open probe that gets a 429 reopens the breaker (the partner has not recovered), and a probe
+    /// that never reports back is replaced by another after the probe timeout: the breaker cannot stay
+    /// half-open for good.
+    #[test]
+    fn breaker_reopens_on_a_rate_limited_probe_and_replaces_a_lost_one() {
+        let t0 = Instant::now();
+        let mut cb =
+            CircuitBreaker::with_probe_timeout(1, Duration::from_secs(5), Duration::from_secs(3));
+        cb.on_failure(t0);
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(cb.allow(t1).is_ok());
+        cb.on_rate_limited(t1);
+        assert!(
+            matches!(cb.state(), BreakerState::Open { .. }),
+            "429 on the probe reopens"
+        );
+        assert!(cb.allow(t1 + Duration::from_secs(1)).is_err());
+
+        let t2 = t1 + Duration::from_secs(5);
+        assert!(cb.allow(t2).is_ok(), "a new probe after the open period");
+        assert!(
+            cb.allow(t2 + Duration::from_secs(1)).is_err(),
+            "one probe at a time"
+        );
+        assert!(
+            cb.allow(t2 + Duration::from_secs(3)).is_ok(),
+            "the lost probe is replaced after the probe timeout"
+        );
+        // While closed, a 429 is not a failure.
+        cb.on_success();
+        cb.on_rate_limited(t2);
         assert_eq!(cb.state(), BreakerState::Closed);
     }
 }

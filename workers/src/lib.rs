@@ -5,11 +5,15 @@
 //! our own, on two tables (`jobs`, `job_attempts`): see `docs/adr/0006-jobs.md` for why no job crate.
 //!
 //! # Layout
-//! - `compensation`: `partner.compensate` with a token bucket and a circuit breaker per partner.
+//! - `compensation`: `partner.compensate`, `partner.release` and `payment.refund`, with a token bucket and
+//!   a circuit breaker per partner (and for the payment provider).
 //! - `jobs`: enqueue (in the caller's transaction, idempotent by dedupe key), claim under a lease with
 //!   `for update skip locked`, complete, fail with backoff, dead letters, operator replay, listing.
 //! - `backoff`: exponential backoff with jitter.
-//! - `booking_flow`: the `partner.reserve` and `partner.reconcile` handlers and the partner client.
+//! - `booking_flow`: the `partner.reserve`, `partner.reconcile` and `booking.deadline` handlers and the
+//!   partner client.
+//! - `partners`: the partners file, a client per partner (credentials, timeouts, limits), rustls.
+//! - `payments`: the payment provider's client and the `payment.capture` handler.
 //! - `visit_effects`: `report.generate` and `report.send`, with the notification log.
 //! - `report`: the deterministic PDF report and the document store under the data dir.
 //! - `mail`: the report e-mail and its transports (files by Message-ID, SMTP, fault injection).
@@ -28,6 +32,8 @@ pub mod error;
 pub mod jobs;
 pub mod mail;
 pub mod partner_sim;
+pub mod partners;
+pub mod payments;
 pub mod reactor;
 pub mod report;
 pub mod service;

@@ -33,8 +33,15 @@ pub mod kinds {
     pub const PARTNER_RECONCILE: &str = "partner.reconcile";
     /// Cancel the partner reservation after a payment failure (its own queue, rate limited).
     pub const PARTNER_COMPENSATE: &str = "partner.compensate";
-    /// Release (cancel) the partner reservation of a booking cancelled on our side (compensation queue).
+    /// Release (cancel) the partner reservation of a booking cancelled, failed or resolved on our side
+    /// (compensation queue).
     pub const PARTNER_RELEASE: &str = "partner.release";
+    /// Ends a booking still waiting for its partner when its deadline passes (`failed`, slot released).
+    pub const BOOKING_DEADLINE: &str = "booking.deadline";
+    /// Charge the booking's payment at the payment provider (the payment key as its idempotency key).
+    pub const PAYMENT_CAPTURE: &str = "payment.capture";
+    /// Refund the payment of a cancelled paid booking (compensation queue).
+    pub const PAYMENT_REFUND: &str = "payment.refund";
     /// Generate the PDF report of a completed visit.
     pub const REPORT_GENERATE: &str = "report.generate";
     /// E-mail the report to the patient.
@@ -49,6 +56,8 @@ pub struct ReactorConfig {
     pub poll_interval: Duration,
     /// Retry schedule of a failing batch.
     pub backoff: Backoff,
+    /// How long a booking may wait for its partner (from its request) before it fails with that reason.
+    pub partner_deadline: Duration,
 }
 
 impl Default for ReactorConfig {
@@ -60,12 +69,15 @@ impl Default for ReactorConfig {
                 base: Duration::from_millis(200),
                 max: Duration::from_secs(30),
             },
+            partner_deadline: Duration::from_secs(15 * 60),
         }
     }
 }
 
-/// The jobs one event calls for (none for most events).
-pub fn jobs_for(event: &RecordedEvent) -> Vec<JobSpec> {
+/// The jobs one event calls for (none for most events). Each job's payload names its cause: the event's
+/// coordinates, its event id (the causation of what the job writes) and its correlation id (the saga's
+/// thread, sent on every partner and provider call).
+pub fn jobs_for(event: &RecordedEvent, config: &ReactorConfig) -> Vec<JobSpec> {
     let id = &event.aggregate_id;
     let cause = json!({
         "aggregate_type": event.aggregate_type,
@@ -73,33 +85,72 @@ pub fn jobs_for(event: &RecordedEvent) -> Vec<JobSpec> {
         "sequence": event.sequence,
         "event_type": event.event_type,
         "global_position": event.global_position,
+        "event_id": event.metadata.get("event_id"),
+        "correlation_id": event.metadata.get("correlation_id"),
     });
-    match (event.aggregate_type.as_str(), event.event_type.as_str()) {
-        ("booking", "BookingRequested") => vec![JobSpec::new(
-            kinds::PARTNER_RESERVE,
-            format!("{}:{id}", kinds::PARTNER_RESERVE),
-            json!({ "booking_id": id, "cause": cause }),
-        )
-        .queue("partner")],
-        ("booking", "PartnerReservationOutcomeUnknown") => vec![JobSpec::new(
-            kinds::PARTNER_RECONCILE,
-            format!("{}:{id}:{}", kinds::PARTNER_RECONCILE, event.sequence),
-            json!({ "booking_id": id, "cause": cause }),
-        )
-        .queue("partner")],
-        ("booking", "CompensationStarted") => vec![JobSpec::new(
-            kinds::PARTNER_COMPENSATE,
-            format!("{}:{id}", kinds::PARTNER_COMPENSATE),
-            json!({ "booking_id": id, "cause": cause }),
-        )
-        .queue("compensation")
-        .max_attempts(20)],
-        ("booking", "BookingCancelled") => vec![JobSpec::new(
+    let job = |kind: &str, dedupe: String, queue: &str| {
+        JobSpec::new(kind, dedupe, json!({ "booking_id": id, "cause": cause })).queue(queue)
+    };
+    let release = || {
+        vec![job(
             kinds::PARTNER_RELEASE,
             format!("{}:{id}", kinds::PARTNER_RELEASE),
-            json!({ "booking_id": id, "cause": cause }),
+            "compensation",
         )
-        .queue("compensation")
+        .max_attempts(20)]
+    };
+    match (event.aggregate_type.as_str(), event.event_type.as_str()) {
+        ("booking", "BookingRequested") => {
+            let deadline = chrono::Duration::from_std(config.partner_deadline)
+                .unwrap_or(chrono::Duration::MAX);
+            let mut expire = job(
+                kinds::BOOKING_DEADLINE,
+                format!("{}:{id}", kinds::BOOKING_DEADLINE),
+                "partner",
+            );
+            expire.run_at = event.recorded_at.checked_add_signed(deadline);
+            vec![
+                job(
+                    kinds::PARTNER_RESERVE,
+                    format!("{}:{id}", kinds::PARTNER_RESERVE),
+                    "partner",
+                ),
+                expire,
+            ]
+        }
+        ("booking", "PartnerReservationOutcomeUnknown") => vec![job(
+            kinds::PARTNER_RECONCILE,
+            format!("{}:{id}:{}", kinds::PARTNER_RECONCILE, event.sequence),
+            "partner",
+        )],
+        ("booking", "CompensationStarted") => vec![job(
+            kinds::PARTNER_COMPENSATE,
+            format!("{}:{id}", kinds::PARTNER_COMPENSATE),
+            "compensation",
+        )
+        .max_attempts(20)],
+        ("booking", "BookingCancelled" | "BookingFailed") => release(),
+        ("booking", "BookingResolved") => {
+            let status = event
+                .payload
+                .pointer("/BookingResolved/status")
+                .and_then(|s| s.as_str());
+            match status {
+                Some("failed" | "cancelled") => release(),
+                _ => Vec::new(),
+            }
+        }
+        ("booking", "PaymentRequested") => vec![job(
+            kinds::PAYMENT_CAPTURE,
+            format!("{}:{id}", kinds::PAYMENT_CAPTURE),
+            "payment",
+        )
+        .max_attempts(12)],
+        ("booking", "RefundStarted") => vec![job(
+            kinds::PAYMENT_REFUND,
+            format!("{}:{id}", kinds::PAYMENT_REFUND),
+            "compensation",
+        )
         .max_attempts(20)],
         ("visit", "VisitCompleted") => vec![JobSpec::new(
             kinds::REPORT_GENERATE,
@@ -120,8 +171,18 @@ pub fn jobs_for(event: &RecordedEvent) -> Vec<JobSpec> {
 
 /// Runs one batch: reads events after the checkpoint, enqueues their jobs and moves the checkpoint, in one
 /// transaction. Returns how many events it handled (0: nothing new).
-#[tracing::instrument(skip_all)]
 pub async fn run_batch(pool: &PgPool, batch_size: i64) -> Result<usize> {
+    let config = ReactorConfig {
+        batch_size,
+        ..ReactorConfig::default()
+    };
+    run_configured_batch(pool, &config).await
+}
+
+/// [`run_batch`] with every setting of `config` (batch size, deadlines).
+#[tracing::instrument(skip_all)]
+pub async fn run_configured_batch(pool: &PgPool, config: &ReactorConfig) -> Result<usize> {
+    let batch_size = config.batch_size;
     let mut conn = Guarded::acquire(pool).await?;
     let mut tx = conn.begin().await?;
     let checkpoint = lock_checkpoint(&mut tx).await?;
@@ -133,7 +194,7 @@ pub async fn run_batch(pool: &PgPool, batch_size: i64) -> Result<usize> {
     };
     let mut enqueued = 0usize;
     for event in &events {
-        for spec in jobs_for(event) {
+        for spec in jobs_for(event, config) {
             let result = jobs::enqueue(&mut *tx, &spec).await?;
             if result.inserted {
                 enqueued += 1;
@@ -205,7 +266,7 @@ pub async fn run(
             if *stop.borrow() {
                 return;
             }
-            match run_batch(&pool, config.batch_size).await {
+            match run_configured_batch(&pool, &config).await {
                 Ok(n) => {
                     failures = 0;
                     if i64::try_from(n).unwrap_or(i64::MAX) >= config.batch_size {

@@ -10,10 +10,12 @@ use sqlx::PgPool;
 use store::{EventStore, StoreConfig};
 use tokio::sync::watch;
 
-use crate::booking_flow::{PartnerClient, ReconcileHandler, ReserveHandler};
+use crate::booking_flow::{DeadlineHandler, ReconcileHandler, ReserveHandler};
 use crate::compensation::{CompensateHandler, CompensationLimits};
 use crate::error::{Error, Result};
 use crate::mail::{FaultyMailer, FileMailer, Mailer, SmtpMailer};
+use crate::partners::{Partners, PartnersFile};
+use crate::payments::CaptureHandler;
 use crate::reactor::{self, kinds, ReactorConfig};
 use crate::report::DocumentStore;
 use crate::visit_effects::{ReportHandler, SendHandler};
@@ -26,11 +28,17 @@ pub struct ServiceConfig {
     pub reactor: ReactorConfig,
     /// Run the reactor in this process (any number of processes may; batches are serialised).
     pub run_reactor: bool,
-    /// Base URL of the partner API, e.g. `http://127.0.0.1:8090` (`TRAILBOOK_PARTNER_URL`).
+    /// Base URL of the partner API when no partners file is given, e.g. `http://127.0.0.1:8090`
+    /// (`TRAILBOOK_PARTNER_URL`): every partner and the payments go there. With a file, the payments
+    /// go there unless the file has a `[payments]` table.
     pub partner_url: String,
-    /// Per-call timeout of partner calls; a timeout is an unknown outcome, settled by reconciliation.
+    /// The partners file (`TRAILBOOK_PARTNERS`): every partner a booking may name, how to reach it.
+    pub partners: Option<PartnersFile>,
+    /// Per-call timeout of partner calls without a partners file; a timeout is an unknown outcome,
+    /// settled by reconciliation.
     pub partner_timeout: Duration,
-    pub compensation: CompensationLimits,
+    /// Limits of every partner's compensations and releases, overriding the partners file (tests).
+    pub compensation: Option<CompensationLimits>,
     pub store: StoreConfig,
     /// Reports go to `<data dir>/reports`, e-mails (file transport) to `<data dir>/mail`.
     pub data_dir: PathBuf,
@@ -110,8 +118,9 @@ impl Default for ServiceConfig {
             reactor: ReactorConfig::default(),
             run_reactor: true,
             partner_url: "http://127.0.0.1:8090".to_owned(),
+            partners: None,
             partner_timeout: Duration::from_secs(5),
-            compensation: CompensationLimits::default(),
+            compensation: None,
             store: StoreConfig::default(),
             data_dir: PathBuf::from(".trailbook"),
             mail: MailConfig::default(),
@@ -127,28 +136,46 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let store = EventStore::new(pool.clone(), config.store.clone());
-    let partner = PartnerClient::new(&config.partner_url, config.partner_timeout)?;
+    let partners = match &config.partners {
+        Some(file) => Partners::from_file(file, &config.partner_url)?,
+        None => Partners::single(&config.partner_url, config.partner_timeout)?,
+    };
     let mailer = config.mail.mailer(&config.data_dir)?;
     let from = config.mail.from_mailbox()?;
     let documents = DocumentStore::new(config.data_dir.join("reports"));
-    let compensation = CompensateHandler::new(store.clone(), partner.clone(), config.compensation);
+    let compensation = CompensateHandler::new(store.clone(), partners.clone(), config.compensation);
     let worker = Worker::new(pool.clone(), config.worker.clone())
         .register(
             kinds::PARTNER_RESERVE,
             ReserveHandler {
                 store: store.clone(),
-                partner: partner.clone(),
+                partners: partners.clone(),
             },
         )
         .register(
             kinds::PARTNER_RECONCILE,
             ReconcileHandler {
                 store: store.clone(),
-                partner: partner.clone(),
+                partners: partners.clone(),
+            },
+        )
+        .register(
+            kinds::BOOKING_DEADLINE,
+            DeadlineHandler {
+                store: store.clone(),
+                deadline: config.reactor.partner_deadline,
+            },
+        )
+        .register(
+            kinds::PAYMENT_CAPTURE,
+            CaptureHandler {
+                store: store.clone(),
+                provider: partners.payments().clone(),
             },
         )
         .register(kinds::PARTNER_COMPENSATE, compensation.clone())
-        .register(kinds::PARTNER_RELEASE, compensation)
+        .register(kinds::PARTNER_RELEASE, compensation.clone())
+        .register(kinds::PAYMENT_REFUND, compensation)
         .register(
             kinds::REPORT_GENERATE,
             ReportHandler {

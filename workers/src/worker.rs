@@ -85,6 +85,7 @@ impl Default for WorkerConfig {
             queues: vec![
                 QueueConfig::new("default", 4),
                 QueueConfig::new("partner", 8),
+                QueueConfig::new("payment", 4),
                 QueueConfig::new("compensation", 2),
                 QueueConfig::new("documents", 2),
             ],

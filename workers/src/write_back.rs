@@ -3,24 +3,42 @@
 
 use domain::values::{Actor, Role};
 use domain::AggregateSchema;
-use store::{CommandContext, CommandError, EventStore, ExecuteOptions};
+use store::{CommandContext, CommandError, EventStore, ExecuteOptions, WriteRules};
 
 use crate::jobs::Job;
 use crate::worker::HandlerError;
 
-/// The metadata of events a job writes: correlated by job, caused by the event that enqueued it, by the
-/// `workers` operator.
+/// The metadata of events a job writes: in the correlation of the event that enqueued it (the saga's
+/// thread), caused by that event (its event id), by the `workers` operator. A job without a recorded
+/// cause (enqueued by hand) gets `job-<id>`; the store then joins it to the stream's own thread.
 pub fn context(job: &Job) -> CommandContext {
     CommandContext {
-        correlation_id: format!("job-{}", job.id),
+        correlation_id: correlation_id(job),
         causation_id: job
             .payload
-            .pointer("/cause/global_position")
-            .map(|p| format!("event-{p}")),
+            .pointer("/cause/event_id")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .or_else(|| {
+                job.payload
+                    .pointer("/cause/global_position")
+                    .map(|p| format!("event-{p}"))
+            }),
         actor: Some(Actor::new("workers", Role::Operator)),
         idempotency_key: None,
         command: Some(job.kind.clone()),
+        request_correlation_id: None,
     }
+}
+
+/// The correlation id a job works under: its cause's, else `job-<id>`. Sent to partners and providers
+/// as `X-Correlation-Id`.
+pub fn correlation_id(job: &Job) -> String {
+    job.payload
+        .pointer("/cause/correlation_id")
+        .and_then(|v| v.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("job-{}", job.id))
 }
 
 /// Executes `command`; a refusal by the aggregate is permanent, anything else (database, conflicts after
@@ -32,7 +50,7 @@ pub async fn execute<A>(
     context: &CommandContext,
 ) -> Result<(), HandlerError>
 where
-    A: AggregateSchema<Services = ()>,
+    A: WriteRules<Services = ()>,
     A::Command: Clone,
 {
     match store

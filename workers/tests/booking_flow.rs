@@ -10,9 +10,11 @@ use domain::Booking;
 use serde_json::{json, Value};
 use store::testing::TestDb;
 use store::{CommandContext, EventStore, ExecuteOptions, StoreConfig};
-use workers::booking_flow::{PartnerClient, ReconcileHandler, ReserveHandler};
+use workers::booking_flow::{DeadlineHandler, ReconcileHandler, ReserveHandler};
 use workers::compensation::{CompensateHandler, CompensationLimits};
 use workers::partner_sim::{self, SimConfig};
+use workers::partners::Partners;
+use workers::payments::CaptureHandler;
 use workers::reactor::{self, kinds};
 use workers::{Backoff, Handler, QueueConfig, Worker, WorkerConfig};
 
@@ -25,6 +27,11 @@ struct Flow {
 }
 
 async fn start(faults: Value) -> Flow {
+    start_with(faults, reactor::ReactorConfig::default()).await
+}
+
+/// `start` with the reactor's settings (e.g. a short partner deadline).
+async fn start_with(faults: Value, reactor_config: reactor::ReactorConfig) -> Flow {
     let db = TestDb::new().await.unwrap();
     let store = EventStore::new(db.pool.clone(), StoreConfig::default());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -50,17 +57,18 @@ async fn start(faults: Value) -> Flow {
         .await
         .unwrap();
 
-    let partner = PartnerClient::new(&sim, Duration::from_millis(300)).unwrap();
+    let partner = Partners::single(&sim, Duration::from_millis(300)).unwrap();
     let compensation = CompensateHandler::new(
         store.clone(),
         partner.clone(),
-        CompensationLimits {
+        Some(CompensationLimits {
             bucket_capacity: 2,
             per_second: 2.0,
             max_token_wait: Duration::from_millis(100),
             failure_threshold: 3,
             open_for: Duration::from_secs(1),
-        },
+            probe_timeout: Duration::from_secs(1),
+        }),
     );
     let worker = Worker::new(
         db.pool.clone(),
@@ -68,6 +76,7 @@ async fn start(faults: Value) -> Flow {
             worker_id: "flow".to_owned(),
             queues: vec![
                 QueueConfig::new("partner", 2),
+                QueueConfig::new("payment", 2),
                 QueueConfig::new("compensation", 2),
             ],
             lease: Duration::from_secs(5),
@@ -83,18 +92,33 @@ async fn start(faults: Value) -> Flow {
         kinds::PARTNER_RESERVE,
         ReserveHandler {
             store: store.clone(),
-            partner: partner.clone(),
+            partners: partner.clone(),
         },
     )
     .register(
         kinds::PARTNER_RECONCILE,
         ReconcileHandler {
             store: store.clone(),
-            partner: partner.clone(),
+            partners: partner.clone(),
+        },
+    )
+    .register(
+        kinds::BOOKING_DEADLINE,
+        DeadlineHandler {
+            store: store.clone(),
+            deadline: reactor_config.partner_deadline,
+        },
+    )
+    .register(
+        kinds::PAYMENT_CAPTURE,
+        CaptureHandler {
+            store: store.clone(),
+            provider: partner.payments().clone(),
         },
     )
     .register(kinds::PARTNER_COMPENSATE, compensation.clone())
-    .register(kinds::PARTNER_RELEASE, compensation);
+    .register(kinds::PARTNER_RELEASE, compensation.clone())
+    .register(kinds::PAYMENT_REFUND, compensation);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     stops.push(stop);
     tokio::spawn(worker.run(async {
@@ -104,7 +128,10 @@ async fn start(faults: Value) -> Flow {
     stops.push(stop);
     tokio::spawn(reactor::run(
         db.pool.clone(),
-        reactor::ReactorConfig::default(),
+        reactor::ReactorConfig {
+            poll_interval: Duration::from_millis(20),
+            ..reactor_config
+        },
         async {
             let _ = stopped.await;
         },
@@ -120,11 +147,23 @@ async fn start(faults: Value) -> Flow {
 
 impl Flow {
     async fn request(&self, id: &str) {
+        self.request_on(id, &format!("room-{id}"), &CommandContext::default())
+            .await
+            .unwrap();
+    }
+
+    /// Requests booking `id` of `room` (2026-12-01..03) in `context`; the slot rule may refuse it.
+    async fn request_on(
+        &self,
+        id: &str,
+        room: &str,
+        context: &CommandContext,
+    ) -> Result<(), store::CommandError<domain::booking::BookingError>> {
         let command = BookingCommand::Request {
             booking_id: id.to_owned(),
             owner: "user-1".to_owned(),
             partner: "acme-hotels".to_owned(),
-            resource: "room-42".to_owned(),
+            resource: room.to_owned(),
             starts_at: "2026-12-01T15:00:00Z".parse().unwrap(),
             ends_at: "2026-12-03T11:00:00Z".parse().unwrap(),
             guests: 2,
@@ -136,15 +175,9 @@ impl Flow {
             at: Utc::now(),
         };
         self.store
-            .execute::<Booking>(
-                id,
-                command,
-                &(),
-                &CommandContext::default(),
-                ExecuteOptions::default(),
-            )
+            .execute::<Booking>(id, command, &(), context, ExecuteOptions::default())
             .await
-            .unwrap();
+            .map(|_| ())
     }
 
     async fn wait_for(&self, id: &str, status: BookingStatus) {
@@ -418,7 +451,7 @@ async fn an_outcome_settled_by_a_callback_while_the_call_timed_out_is_not_a_dead
         .unwrap();
     let handler = ReserveHandler {
         store: store.clone(),
-        partner: PartnerClient::new(&flow.sim, Duration::from_secs(2)).unwrap(),
+        partners: Partners::single(&flow.sim, Duration::from_secs(2)).unwrap(),
     };
     let mine = Flow {
         db,
@@ -588,4 +621,283 @@ async fn cancelling_while_the_partner_is_still_answering_leaves_nothing_held() {
         "still held at the partner: {held:?}; events {:?}",
         flow.event_types("b-11").await
     );
+}
+
+impl Flow {
+    /// Runs `command` on booking `id` as a client would.
+    async fn run(&self, id: &str, command: BookingCommand) {
+        self.store
+            .execute::<Booking>(
+                id,
+                command,
+                &(),
+                &CommandContext::system("test"),
+                ExecuteOptions::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Pays booking `id` with `card` (what `POST /v1/bookings/{id}/payment` records).
+    async fn pay(&self, id: &str, card: &str) {
+        self.run(
+            id,
+            BookingCommand::RequestPayment {
+                payment_key: format!("key-{id}"),
+                method: card.to_owned(),
+                at: Utc::now(),
+            },
+        )
+        .await;
+    }
+
+    async fn ledger(&self) -> Value {
+        self.http
+            .get(format!("{}/control/ledger", self.sim))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn faults(&self, faults: Value) {
+        self.http
+            .put(format!("{}/control/faults", self.sim))
+            .json(&faults)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Requests a second booking of `room` for the same stay: the room must be free again.
+    async fn rebook(&self, id: &str, room: &str) {
+        if let Err(e) = self.request_on(id, room, &CommandContext::default()).await {
+            panic!("{room} cannot be booked again: {e}");
+        }
+    }
+}
+
+/// Seed 001's headline failure: after a declined payment the booking is compensated and cancelled by
+/// the workers, and the room can be sold again for the same dates (before, its claim leaked: 409
+/// `slot_taken` forever).
+#[tokio::test]
+async fn the_room_can_be_booked_again_after_a_declined_payment_is_compensated() {
+    let flow = start(json!({})).await;
+    flow.request_on("d-1", "room-77", &CommandContext::default())
+        .await
+        .unwrap();
+    flow.wait_for("d-1", BookingStatus::Confirmed).await;
+
+    flow.pay("d-1", partner_sim::DECLINED_CARD).await;
+    flow.wait_for("d-1", BookingStatus::Cancelled).await;
+
+    flow.rebook("d-2", "room-77").await;
+    let events = flow.event_types("d-1").await;
+    assert!(
+        events.contains(&"CompensationCompleted".to_owned()),
+        "{events:?}"
+    );
+    assert_eq!(flow.ledger().await["charged_minor"], 0);
+}
+
+/// A booking the partner rejects gives its room back (the rejection came through the workers).
+#[tokio::test]
+async fn the_room_can_be_booked_again_after_the_partner_rejects() {
+    let flow = start(json!({})).await;
+    flow.request_on("r-1", "room-reject-1", &CommandContext::default())
+        .await
+        .unwrap();
+    flow.wait_for("r-1", BookingStatus::Rejected).await;
+
+    flow.rebook("r-2", "room-reject-1").await;
+}
+
+/// A partner that never answers: the booking's deadline passes, it becomes `failed` with the reason,
+/// the room is free again, and a release job runs in case the partner holds something after all.
+#[tokio::test]
+async fn a_booking_whose_partner_never_answers_fails_at_its_deadline_and_frees_the_room() {
+    let flow = start_with(
+        json!({"rate_5xx": 1.0}),
+        reactor::ReactorConfig {
+            partner_deadline: Duration::from_millis(500),
+            ..reactor::ReactorConfig::default()
+        },
+    )
+    .await;
+    flow.request_on("f-1", "room-9", &CommandContext::default())
+        .await
+        .unwrap();
+
+    flow.wait_for("f-1", BookingStatus::Failed).await;
+    flow.rebook("f-2", "room-9").await;
+
+    let booking = flow.store.load::<Booking>("f-1").await.unwrap().state;
+    assert!(
+        booking
+            .failure_reason
+            .as_deref()
+            .unwrap_or_default()
+            .contains("did not confirm within"),
+        "{booking:?}"
+    );
+    // The partner recovers: the release finds nothing held and records it.
+    flow.faults(json!({})).await;
+    let released = flow.wait_released("f-1").await;
+    assert_eq!(released.status, BookingStatus::Failed);
+}
+
+/// A paid booking can be cancelled: the payment is refunded once through the provider, the room is free
+/// at once, and the partner reservation is given back.
+#[tokio::test]
+async fn cancelling_a_paid_booking_refunds_it_once_and_frees_the_room() {
+    let flow = start(json!({})).await;
+    flow.request_on("p-1", "room-5", &CommandContext::default())
+        .await
+        .unwrap();
+    flow.wait_for("p-1", BookingStatus::Confirmed).await;
+    flow.pay("p-1", "4242424242424242").await;
+    flow.wait_for("p-1", BookingStatus::Paid).await;
+
+    flow.cancel("p-1").await;
+    flow.rebook("p-2", "room-5").await;
+    flow.wait_for("p-1", BookingStatus::Refunded).await;
+    flow.wait_released("p-1").await;
+
+    let ledger = flow.ledger().await;
+    assert_eq!(ledger["charged_minor"], 25_000, "{ledger}");
+    assert_eq!(ledger["refunded_minor"], 25_000, "{ledger}");
+    assert_eq!(ledger["refunds"].as_array().unwrap().len(), 1, "{ledger}");
+    let held = flow.at_partner("p-1").await;
+    assert_eq!(held[0]["status"], "cancelled");
+}
+
+/// The provider charges but our call times out: the outcome is unknown (recorded, never "failed"),
+/// the retry asks the provider by the payment key instead of charging again, and the customer is
+/// charged exactly once.
+#[tokio::test]
+async fn a_payment_that_times_out_after_success_is_charged_once() {
+    let flow = start(json!({})).await;
+    flow.request("t-1").await;
+    flow.wait_for("t-1", BookingStatus::Confirmed).await;
+    flow.faults(json!({"timeout_after_success": 1.0})).await;
+
+    flow.pay("t-1", "4242424242424242").await;
+    flow.wait_for("t-1", BookingStatus::Paid).await;
+
+    let ledger = flow.ledger().await;
+    let charges: Vec<&Value> = ledger["payments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"] == "captured")
+        .collect();
+    assert_eq!(charges.len(), 1, "{ledger}");
+    let events = flow.event_types("t-1").await;
+    assert!(
+        events.contains(&"PaymentOutcomeUnknown".to_owned()),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.iter().filter(|e| *e == "PaymentCaptured").count(),
+        1,
+        "{events:?}"
+    );
+}
+
+/// One thread per saga: every event of a booking that went through reserve, an unknown outcome and its
+/// reconciliation, a declined payment and its compensation carries the client's correlation id, each
+/// worker-written event is caused by an earlier event of the stream (its event id), and the partner and
+/// the provider received the same correlation id on their calls.
+#[tokio::test]
+async fn one_correlation_id_runs_through_reserve_reconcile_payment_and_compensation() {
+    let flow = start(json!({"timeout_after_success": 1.0})).await;
+    let context = CommandContext {
+        correlation_id: "corr-saga-1".to_owned(),
+        causation_id: Some("cmd-1".to_owned()),
+        ..CommandContext::system("booking.create")
+    };
+    flow.request_on("k-1", "room-k", &context).await.unwrap();
+    flow.wait_for("k-1", BookingStatus::Confirmed).await;
+    flow.faults(json!({})).await;
+    flow.pay("k-1", partner_sim::DECLINED_CARD).await;
+    flow.wait_for("k-1", BookingStatus::Cancelled).await;
+
+    let history = flow.store.history("booking", "k-1").await.unwrap();
+    let types: Vec<&str> = history.iter().map(|e| e.event_type.as_str()).collect();
+    for wanted in [
+        "PartnerReservationOutcomeUnknown",
+        "PaymentRequested",
+        "CompensationCompleted",
+    ] {
+        assert!(types.contains(&wanted), "{types:?}");
+    }
+    let event_ids: Vec<&str> = history
+        .iter()
+        .filter_map(|e| e.metadata["event_id"].as_str())
+        .collect();
+    for (i, event) in history.iter().enumerate() {
+        assert_eq!(
+            event.metadata["correlation_id"], "corr-saga-1",
+            "{} #{}: {}",
+            event.event_type, event.sequence, event.metadata
+        );
+        if event.metadata["actor"]["subject"] == "workers" {
+            let cause = event.metadata["causation_id"].as_str().unwrap_or_default();
+            assert!(
+                event_ids[..i].contains(&cause),
+                "{} #{} is caused by {cause}, not an earlier event",
+                event.event_type,
+                event.sequence
+            );
+        }
+    }
+    let ledger = flow.ledger().await;
+    let reservation = &ledger["reservations"].as_array().unwrap()[0];
+    assert_eq!(reservation["correlation_id"], "corr-saga-1", "{ledger}");
+    assert_eq!(
+        ledger["payments"][0]["correlation_id"], "corr-saga-1",
+        "{ledger}"
+    );
+}
+
+/// A partner answering 409 to a cancel still holds the room: the release is a failure with that
+/// reason, retried and dead-lettered, never recorded as released; a 410 (already gone) releases it.
+#[tokio::test]
+async fn a_409_on_cancel_is_not_a_release_but_a_410_is() {
+    let flow = start(json!({})).await;
+    flow.request("x-1").await;
+    flow.wait_for("x-1", BookingStatus::Confirmed).await;
+    flow.faults(json!({"cancel_status": 409})).await;
+
+    flow.cancel("x-1").await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let dead = loop {
+        let dead = workers::jobs::dead_letters(&flow.db.pool, 10)
+            .await
+            .unwrap();
+        if let Some(job) = dead.into_iter().find(|j| j.kind == kinds::PARTNER_RELEASE) {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the release never gave up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let booking = flow.store.load::<Booking>("x-1").await.unwrap().state;
+    assert!(!booking.reservation_released, "a 409 was taken as released");
+    assert!(
+        dead.last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("409"),
+        "{dead:?}"
+    );
+
+    flow.faults(json!({"cancel_status": 410})).await;
+    workers::jobs::replay(&flow.db.pool, dead.id).await.unwrap();
+    let released = flow.wait_released("x-1").await;
+    assert_eq!(released.status, BookingStatus::Cancelled);
 }

@@ -82,8 +82,8 @@ async fn reactor_enqueue_and_checkpoint_are_atomic_under_kills() {
     .unwrap();
     assert_eq!(
         all.len(),
-        60,
-        "one job per BookingRequested and VisitCompleted"
+        100,
+        "two jobs per BookingRequested (reserve, deadline), one per VisitCompleted"
     );
     assert!(
         all.iter().all(|j| j.dedupe_hits == 0),
@@ -93,6 +93,10 @@ async fn reactor_enqueue_and_checkpoint_are_atomic_under_kills() {
         assert!(all
             .iter()
             .any(|j| j.dedupe_key == format!("partner.reserve:b-{i}") && j.queue == "partner"));
+        assert!(all
+            .iter()
+            .any(|j| j.dedupe_key == format!("booking.deadline:b-{i}")
+                && j.run_at > j.created_at + chrono::Duration::minutes(10)));
     }
     for i in 0..20 {
         assert!(all
@@ -123,10 +127,16 @@ async fn running_reactor_picks_up_new_events_and_stops_on_shutdown() {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
-        let n = jobs::list(&db.pool, &jobs::JobFilter::default())
-            .await
-            .unwrap()
-            .len();
+        let n = jobs::list(
+            &db.pool,
+            &jobs::JobFilter {
+                kind: Some("partner.reserve".to_owned()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .len();
         if n == 1 {
             break;
         }

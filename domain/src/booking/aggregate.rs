@@ -9,7 +9,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use super::commands::{BookingCommand, PaymentOutcome};
+use super::commands::{BookingCommand, PaymentOutcome, RefundOutcome};
 use super::error::BookingError;
 use super::events::{BookingEvent, IgnoredReason, PartnerReportedStatus, PartnerSource};
 use super::upcasters::BookingRequestedV1ToV2;
@@ -43,6 +43,8 @@ pub enum BookingStatus {
     PartnerPending,
     /// The partner holds the reservation; payment is outstanding.
     Confirmed,
+    /// A payment was handed to the payment provider; its outcome is outstanding.
+    PaymentPending,
     /// Paid (final).
     Paid,
     /// The partner refused (final).
@@ -55,20 +57,30 @@ pub enum BookingStatus {
     Compensating,
     /// Releasing the partner reservation gave up; a human must resolve it (final).
     CompensationFailed,
+    /// A paid booking was cancelled; the payment is being refunded (the slot is free again).
+    Refunding,
+    /// A paid booking was cancelled and its payment refunded (final).
+    Refunded,
+    /// Refunding the payment of a cancelled booking gave up; a human must resolve it (final).
+    RefundFailed,
 }
 
 impl BookingStatus {
     /// Every status, in lifecycle order (for status boards and exhaustive tests).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 13] = [
         Self::Requested,
         Self::PartnerPending,
         Self::Confirmed,
+        Self::PaymentPending,
         Self::Paid,
         Self::Rejected,
         Self::Failed,
         Self::Cancelled,
         Self::Compensating,
         Self::CompensationFailed,
+        Self::Refunding,
+        Self::Refunded,
+        Self::RefundFailed,
     ];
 
     /// The snake_case name, as in JSON and REST.
@@ -77,37 +89,65 @@ impl BookingStatus {
             Self::Requested => "requested",
             Self::PartnerPending => "partner_pending",
             Self::Confirmed => "confirmed",
+            Self::PaymentPending => "payment_pending",
             Self::Paid => "paid",
             Self::Rejected => "rejected",
             Self::Failed => "failed",
             Self::Cancelled => "cancelled",
             Self::Compensating => "compensating",
             Self::CompensationFailed => "compensation_failed",
+            Self::Refunding => "refunding",
+            Self::Refunded => "refunded",
+            Self::RefundFailed => "refund_failed",
         }
     }
 
-    /// No further status change is expected (Paid, Rejected, Failed, Cancelled, CompensationFailed).
+    /// The status named `name` (snake_case, as in JSON and REST).
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// No further status change is expected without a person (Paid, Rejected, Failed, Cancelled,
+    /// CompensationFailed, Refunded, RefundFailed). A paid booking can still be cancelled (refunded).
     pub fn is_final(&self) -> bool {
         matches!(
             self,
-            Self::Paid | Self::Rejected | Self::Failed | Self::Cancelled | Self::CompensationFailed
+            Self::Paid
+                | Self::Rejected
+                | Self::Failed
+                | Self::Cancelled
+                | Self::CompensationFailed
+                | Self::Refunded
+                | Self::RefundFailed
         )
     }
 
-    /// The resource's time slot is claimed by a booking in this status.
+    /// The resource's time slot is claimed by a booking in this status. The store's write rules derive
+    /// the claim from this alone: a command that moves a booking into one of these statuses claims the
+    /// slot in its transaction, one that moves it out releases it.
     pub fn holds_slot(&self) -> bool {
         matches!(
             self,
             Self::Requested
                 | Self::PartnerPending
                 | Self::Confirmed
+                | Self::PaymentPending
                 | Self::Paid
                 | Self::Compensating
         )
     }
 
+    /// After a cancellation or failure on our side the partner may still hold a reservation that must
+    /// be given back (`partner.release`): Cancelled, Failed, Refunding, Refunded, RefundFailed.
+    pub fn releases_reservation(&self) -> bool {
+        matches!(
+            self,
+            Self::Cancelled | Self::Failed | Self::Refunding | Self::Refunded | Self::RefundFailed
+        )
+    }
+
     /// Waiting for the partner's answer (Requested or PartnerPending).
-    fn awaits_partner(&self) -> bool {
+    pub fn awaits_partner(&self) -> bool {
         matches!(self, Self::Requested | Self::PartnerPending)
     }
 }
@@ -158,6 +198,21 @@ pub struct Booking {
     /// After a cancellation: the partner reservation has been released (or the partner held none).
     #[serde(default)]
     pub reservation_released: bool,
+    /// The payment provider's idempotency key of this booking's payment, once requested.
+    #[serde(default)]
+    pub payment_key: Option<String>,
+    /// The payment-method token handed to the provider (never a card number in production).
+    #[serde(default)]
+    pub payment_method: Option<String>,
+    /// Payment attempts whose outcome was unknown (timeouts, 5xx).
+    #[serde(default)]
+    pub payment_unknown_attempts: u32,
+    /// The provider declined the payment.
+    #[serde(default)]
+    pub payment_declined: bool,
+    /// The provider's refund id, once refunded.
+    #[serde(default)]
+    pub refund_id: Option<String>,
 }
 
 impl Booking {
@@ -259,26 +314,102 @@ impl Booking {
                 reason,
             } => self.decide_partner_status(reported, reservation_id, source, partner_time, reason),
 
+            C::RequestPayment {
+                payment_key,
+                method,
+                at,
+            } => match from {
+                BookingStatus::Confirmed => {
+                    require_text("payment_key", &payment_key, MAX_NAME_CHARS)?;
+                    require_text("card", &method, MAX_NAME_CHARS)?;
+                    let amount = self.amount.clone().ok_or(BookingError::NotFound)?;
+                    Ok(vec![E::PaymentRequested {
+                        payment_key,
+                        method,
+                        amount,
+                        at,
+                    }])
+                }
+                // A repeated request (a client retry) while the payment runs or after it succeeded.
+                BookingStatus::PaymentPending | BookingStatus::Paid => Ok(vec![]),
+                _ => refuse("pay for"),
+            },
+
+            C::RecordPaymentOutcomeUnknown { attempt, reason } => match from {
+                BookingStatus::PaymentPending => {
+                    Ok(vec![E::PaymentOutcomeUnknown { attempt, reason }])
+                }
+                // Settled meanwhile by another path (a webhook): nothing to record.
+                _ if self.payment_key.is_some() => Ok(vec![]),
+                _ => refuse("record an unknown payment outcome for"),
+            },
+
             C::RecordPayment { outcome } => match (from, outcome) {
-                (BookingStatus::Confirmed, PaymentOutcome::Captured { payment_id }) => {
+                (
+                    BookingStatus::Confirmed | BookingStatus::PaymentPending,
+                    PaymentOutcome::Captured { payment_id },
+                ) => {
                     require_text("payment_id", &payment_id, MAX_NAME_CHARS)?;
                     // Present whenever the booking exists; NotFound covers a state that was never requested.
                     let amount = self.amount.clone().ok_or(BookingError::NotFound)?;
                     Ok(vec![E::PaymentCaptured { payment_id, amount }])
                 }
-                (BookingStatus::Confirmed, PaymentOutcome::Declined { reason }) => Ok(vec![
+                (
+                    BookingStatus::Confirmed | BookingStatus::PaymentPending,
+                    PaymentOutcome::Declined { reason },
+                ) => Ok(vec![
                     E::PaymentDeclined { reason },
                     E::CompensationStarted {
                         reservation_id: self.reservation_id.clone(),
                     },
                 ]),
-                (BookingStatus::Paid, PaymentOutcome::Captured { payment_id })
+                // The same answer again (a duplicate or late webhook, a retried job): nothing changes.
+                (_, PaymentOutcome::Captured { payment_id })
                     if self.payment_id.as_deref() == Some(payment_id.as_str()) =>
                 {
                     Ok(vec![])
                 }
+                (_, PaymentOutcome::Declined { .. }) if self.payment_declined => Ok(vec![]),
                 _ => refuse("record a payment for"),
             },
+
+            C::RecordRefund { outcome } => match (from, outcome) {
+                (BookingStatus::Refunding, RefundOutcome::Refunded { refund_id }) => {
+                    require_text("refund_id", &refund_id, MAX_NAME_CHARS)?;
+                    Ok(vec![E::RefundCompleted { refund_id }])
+                }
+                (BookingStatus::Refunding, RefundOutcome::Failed { reason }) => {
+                    Ok(vec![E::RefundFailed { reason }])
+                }
+                (BookingStatus::Refunded, RefundOutcome::Refunded { refund_id })
+                    if self.refund_id.as_deref() == Some(refund_id.as_str()) =>
+                {
+                    Ok(vec![])
+                }
+                (BookingStatus::Refunded, RefundOutcome::Failed { .. })
+                | (BookingStatus::RefundFailed, RefundOutcome::Failed { .. }) => Ok(vec![]),
+                _ => refuse("record a refund for"),
+            },
+
+            C::Resolve { status, reason } => {
+                require_text("reason", &reason, MAX_REASON_CHARS)?;
+                use BookingStatus as S;
+                let allowed = match from {
+                    S::Requested | S::PartnerPending => matches!(status, S::Failed | S::Cancelled),
+                    // The provider holds no charge (checked by the operator): the booking is off.
+                    S::PaymentPending => status == S::Cancelled,
+                    S::Compensating | S::CompensationFailed => status == S::Cancelled,
+                    S::Refunding | S::RefundFailed => status == S::Refunded,
+                    _ => false,
+                };
+                if !allowed {
+                    return Err(BookingError::invalid(
+                        "status",
+                        format!("a {from} booking cannot be resolved as {status}"),
+                    ));
+                }
+                Ok(vec![E::BookingResolved { status, reason }])
+            }
 
             C::CompleteCompensation => match from {
                 BookingStatus::Compensating => Ok(vec![E::CompensationCompleted {}]),
@@ -301,8 +432,8 @@ impl Booking {
             },
 
             C::RecordReservationReleased { reservation_id } => match from {
-                BookingStatus::Cancelled if self.reservation_released => Ok(vec![]),
-                BookingStatus::Cancelled => {
+                s if s.releases_reservation() && self.reservation_released => Ok(vec![]),
+                s if s.releases_reservation() => {
                     if let Some(id) = &reservation_id {
                         require_text("reservation_id", id, MAX_NAME_CHARS)?;
                     }
@@ -321,7 +452,23 @@ impl Booking {
                         reservation_id: self.reservation_id.clone(),
                         at,
                     }]),
-                    BookingStatus::Cancelled => Ok(vec![]),
+                    // A paid booking is cancelled and its payment refunded.
+                    BookingStatus::Paid => {
+                        let payment_id = self.payment_id.clone().ok_or(BookingError::NotFound)?;
+                        let amount = self.amount.clone().ok_or(BookingError::NotFound)?;
+                        Ok(vec![
+                            E::BookingCancelled {
+                                reason,
+                                reservation_id: self.reservation_id.clone(),
+                                at,
+                            },
+                            E::RefundStarted { payment_id, amount },
+                        ])
+                    }
+                    BookingStatus::Cancelled
+                    | BookingStatus::Refunding
+                    | BookingStatus::Refunded
+                    | BookingStatus::RefundFailed => Ok(vec![]),
                     _ => refuse("cancel"),
                 }
             }
@@ -465,12 +612,41 @@ impl Aggregate for Booking {
             E::PartnerCallbackIgnored { .. } => {
                 self.ignored_callbacks = self.ignored_callbacks.saturating_add(1);
             }
+            E::PaymentRequested {
+                payment_key,
+                method,
+                ..
+            } => {
+                self.status = BookingStatus::PaymentPending;
+                self.payment_key = Some(payment_key);
+                self.payment_method = Some(method);
+            }
+            E::PaymentOutcomeUnknown { .. } => {
+                self.payment_unknown_attempts = self.payment_unknown_attempts.saturating_add(1);
+            }
             E::PaymentCaptured { payment_id, .. } => {
                 self.status = BookingStatus::Paid;
                 self.payment_id = Some(payment_id);
             }
             E::PaymentDeclined { reason } => {
                 self.failure_reason = Some(reason);
+                self.payment_declined = true;
+            }
+            E::RefundStarted { .. } => self.status = BookingStatus::Refunding,
+            E::RefundCompleted { refund_id } => {
+                self.status = BookingStatus::Refunded;
+                self.refund_id = Some(refund_id);
+            }
+            E::RefundFailed { reason } => {
+                self.status = BookingStatus::RefundFailed;
+                self.failure_reason = Some(reason);
+            }
+            E::BookingResolved { status, reason } => {
+                self.status = status;
+                match status {
+                    BookingStatus::Cancelled => self.cancel_reason = Some(reason),
+                    _ => self.failure_reason = Some(reason),
+                }
             }
             E::CompensationStarted { .. } => {
                 self.status = BookingStatus::Compensating;
@@ -497,7 +673,8 @@ impl Aggregate for Booking {
 }
 
 impl AggregateSchema for Booking {
-    const STATE_VERSION: i32 = 1;
+    /// 2: payment, refund and resolution fields and statuses.
+    const STATE_VERSION: i32 = 2;
 
     fn upcasters() -> Vec<Box<dyn cqrs_es::persist::EventUpcaster>> {
         vec![Box::new(BookingRequestedV1ToV2)]
@@ -591,6 +768,15 @@ mod tests {
         }
     }
 
+    fn payment_requested() -> E {
+        E::PaymentRequested {
+            payment_key: "key-1".to_owned(),
+            method: "4242424242424242".to_owned(),
+            amount: eur(25000),
+            at: time("2026-11-01T10:02:00Z"),
+        }
+    }
+
     fn cancelled(reservation_id: Option<&str>) -> E {
         E::BookingCancelled {
             reason: "plans changed".to_owned(),
@@ -616,15 +802,46 @@ mod tests {
             ],
         ]
         .concat();
+        let paid = [
+            confirmed_.clone(),
+            vec![
+                payment_requested(),
+                E::PaymentCaptured {
+                    payment_id: "pay-1".to_owned(),
+                    amount: eur(25000),
+                },
+            ],
+        ]
+        .concat();
+        let refunding = [
+            paid.clone(),
+            vec![
+                cancelled(Some("r-1")),
+                E::RefundStarted {
+                    payment_id: "pay-1".to_owned(),
+                    amount: eur(25000),
+                },
+            ],
+        ]
+        .concat();
         match status {
             S::Requested => vec![requested()],
             S::PartnerPending => pending,
             S::Confirmed => confirmed_,
-            S::Paid => [
-                confirmed_,
-                vec![E::PaymentCaptured {
-                    payment_id: "pay-1".to_owned(),
-                    amount: eur(25000),
+            S::PaymentPending => [confirmed_, vec![payment_requested()]].concat(),
+            S::Paid => paid,
+            S::Refunding => refunding,
+            S::Refunded => [
+                refunding,
+                vec![E::RefundCompleted {
+                    refund_id: "re-1".to_owned(),
+                }],
+            ]
+            .concat(),
+            S::RefundFailed => [
+                refunding,
+                vec![E::RefundFailed {
+                    reason: "provider refused".to_owned(),
                 }],
             ]
             .concat(),
@@ -1375,13 +1592,23 @@ mod tests {
     fn payment_outside_confirmed_is_refused() {
         for status in BookingStatus::ALL
             .into_iter()
-            .filter(|s| !matches!(s, BookingStatus::Confirmed | BookingStatus::Paid))
+            .filter(|s| !matches!(s, BookingStatus::Confirmed | BookingStatus::PaymentPending))
         {
+            let booking = fold(history(status));
             for command in [captured("pay-1"), declined()] {
-                framework()
-                    .given(history(status))
-                    .when(command)
-                    .then_expect_error(refused(status, "record a payment for"));
+                // The same answer as the one already recorded is a no-op (a duplicate webhook).
+                let repeated = match &command {
+                    C::RecordPayment {
+                        outcome: PaymentOutcome::Captured { payment_id },
+                    } => booking.payment_id.as_deref() == Some(payment_id.as_str()),
+                    _ => booking.payment_declined,
+                };
+                let expectation = framework().given(history(status)).when(command);
+                if repeated {
+                    expectation.then_expect_events(vec![]);
+                } else {
+                    expectation.then_expect_error(refused(status, "record a payment for"));
+                }
             }
         }
     }
@@ -1610,12 +1837,12 @@ mod tests {
             .then_expect_events(vec![]);
     }
 
-    /// Paid, rejected, failed and compensating bookings cannot be cancelled.
+    /// Bookings whose payment runs, and rejected, failed and compensating ones, cannot be cancelled.
     #[test]
-    fn cancel_after_payment_or_a_final_outcome_is_refused() {
+    fn cancel_while_paying_or_after_a_final_outcome_is_refused() {
         use BookingStatus as S;
         for status in [
-            S::Paid,
+            S::PaymentPending,
             S::Rejected,
             S::Failed,
             S::Compensating,
@@ -1647,6 +1874,252 @@ mod tests {
             result.as_deref(),
             Ok([E::BookingCancelled { .. }])
         ));
+    }
+
+    // ---- Payment through the provider, refunds, operator resolution -------------------------------------
+
+    fn request_payment() -> C {
+        C::RequestPayment {
+            payment_key: "key-1".to_owned(),
+            method: "4242424242424242".to_owned(),
+            at: time("2026-11-01T10:02:00Z"),
+        }
+    }
+
+    /// Paying a confirmed booking hands the payment to the provider: PaymentPending, still holding the
+    /// slot; asking again while it runs or after it succeeded changes nothing.
+    #[test]
+    fn payment_request_makes_a_confirmed_booking_payment_pending() {
+        framework()
+            .given(history(BookingStatus::Confirmed))
+            .when(request_payment())
+            .then_expect_events(vec![payment_requested()]);
+        let booking = fold(history(BookingStatus::PaymentPending));
+        assert_eq!(booking.payment_key.as_deref(), Some("key-1"));
+        assert!(booking.holds_slot() && !booking.is_final());
+        for status in [BookingStatus::PaymentPending, BookingStatus::Paid] {
+            framework()
+                .given(history(status))
+                .when(request_payment())
+                .then_expect_events(vec![]);
+        }
+        for status in [
+            BookingStatus::PartnerPending,
+            BookingStatus::Compensating,
+            BookingStatus::Cancelled,
+        ] {
+            framework()
+                .given(history(status))
+                .when(request_payment())
+                .then_expect_error(refused(status, "pay for"));
+        }
+    }
+
+    /// The provider's answer settles a pending payment: captured pays it, declined starts compensation;
+    /// the same answer again (a duplicate webhook) is a no-op.
+    #[test]
+    fn provider_answer_settles_a_pending_payment_once() {
+        framework()
+            .given(history(BookingStatus::PaymentPending))
+            .when(captured("pay-1"))
+            .then_expect_events(vec![E::PaymentCaptured {
+                payment_id: "pay-1".to_owned(),
+                amount: eur(25000),
+            }]);
+        framework()
+            .given(history(BookingStatus::PaymentPending))
+            .when(declined())
+            .then_expect_events(vec![
+                E::PaymentDeclined {
+                    reason: "card declined".to_owned(),
+                },
+                E::CompensationStarted {
+                    reservation_id: Some("r-1".to_owned()),
+                },
+            ]);
+        for status in [
+            BookingStatus::Compensating,
+            BookingStatus::CompensationFailed,
+        ] {
+            framework()
+                .given(history(status))
+                .when(declined())
+                .then_expect_events(vec![]);
+        }
+        for status in [BookingStatus::Paid, BookingStatus::Refunded] {
+            framework()
+                .given(history(status))
+                .when(captured("pay-1"))
+                .then_expect_events(vec![]);
+        }
+        framework()
+            .given(history(BookingStatus::Paid))
+            .when(captured("pay-2"))
+            .then_expect_error(refused(BookingStatus::Paid, "record a payment for"));
+    }
+
+    /// An unknown outcome is recorded while the payment is pending and ignored once it settled.
+    #[test]
+    fn unknown_payment_outcome_is_recorded_only_while_pending() {
+        let unknown = || C::RecordPaymentOutcomeUnknown {
+            attempt: 1,
+            reason: "provider timed out".to_owned(),
+        };
+        framework()
+            .given(history(BookingStatus::PaymentPending))
+            .when(unknown())
+            .then_expect_events(vec![E::PaymentOutcomeUnknown {
+                attempt: 1,
+                reason: "provider timed out".to_owned(),
+            }]);
+        framework()
+            .given(history(BookingStatus::Paid))
+            .when(unknown())
+            .then_expect_events(vec![]);
+    }
+
+    /// Cancelling a paid booking cancels it and starts the refund; the slot is free at once.
+    #[test]
+    fn cancelling_a_paid_booking_starts_its_refund() {
+        framework()
+            .given(history(BookingStatus::Paid))
+            .when(cancel("plans changed"))
+            .then_expect_events(vec![
+                cancelled(Some("r-1")),
+                E::RefundStarted {
+                    payment_id: "pay-1".to_owned(),
+                    amount: eur(25000),
+                },
+            ]);
+        let booking = fold(history(BookingStatus::Refunding));
+        assert!(!booking.holds_slot() && !booking.is_final());
+        framework()
+            .given(history(BookingStatus::PaymentPending))
+            .when(cancel("plans changed"))
+            .then_expect_error(refused(BookingStatus::PaymentPending, "cancel"));
+        for status in [BookingStatus::Refunding, BookingStatus::Refunded] {
+            framework()
+                .given(history(status))
+                .when(cancel("again"))
+                .then_expect_events(vec![]);
+        }
+    }
+
+    /// The provider's refund answer ends a refunding booking; repeating it is a no-op.
+    #[test]
+    fn refund_outcome_ends_a_refunding_booking() {
+        let refunded = |id: &str| C::RecordRefund {
+            outcome: RefundOutcome::Refunded {
+                refund_id: id.to_owned(),
+            },
+        };
+        framework()
+            .given(history(BookingStatus::Refunding))
+            .when(refunded("re-1"))
+            .then_expect_events(vec![E::RefundCompleted {
+                refund_id: "re-1".to_owned(),
+            }]);
+        framework()
+            .given(history(BookingStatus::Refunded))
+            .when(refunded("re-1"))
+            .then_expect_events(vec![]);
+        framework()
+            .given(history(BookingStatus::Refunding))
+            .when(C::RecordRefund {
+                outcome: RefundOutcome::Failed {
+                    reason: "provider refused".to_owned(),
+                },
+            })
+            .then_expect_events(vec![E::RefundFailed {
+                reason: "provider refused".to_owned(),
+            }]);
+        let booking = fold(history(BookingStatus::Refunded));
+        assert!(booking.is_final() && !booking.holds_slot());
+        assert_eq!(booking.refund_id.as_deref(), Some("re-1"));
+        framework()
+            .given(history(BookingStatus::Paid))
+            .when(refunded("re-1"))
+            .then_expect_error(refused(BookingStatus::Paid, "record a refund for"));
+    }
+
+    /// An operator resolves only what no automatic path can settle, to the statuses that make sense.
+    #[test]
+    fn operator_resolution_is_limited_to_stuck_statuses() {
+        use BookingStatus as S;
+        let resolve = |status| C::Resolve {
+            status,
+            reason: "checked with the partner by phone".to_owned(),
+        };
+        for (from, to) in [
+            (S::Requested, S::Failed),
+            (S::PartnerPending, S::Failed),
+            (S::PartnerPending, S::Cancelled),
+            (S::PaymentPending, S::Cancelled),
+            (S::Compensating, S::Cancelled),
+            (S::CompensationFailed, S::Cancelled),
+            (S::Refunding, S::Refunded),
+            (S::RefundFailed, S::Refunded),
+        ] {
+            framework()
+                .given(history(from))
+                .when(resolve(to))
+                .then_expect_events(vec![E::BookingResolved {
+                    status: to,
+                    reason: "checked with the partner by phone".to_owned(),
+                }]);
+            let booking = fold(
+                [
+                    history(from),
+                    vec![E::BookingResolved {
+                        status: to,
+                        reason: "x".to_owned(),
+                    }],
+                ]
+                .concat(),
+            );
+            assert_eq!(booking.status, to);
+            assert!(!booking.holds_slot());
+        }
+        for (from, to) in [
+            (S::Confirmed, S::Failed),
+            (S::Paid, S::Cancelled),
+            (S::PartnerPending, S::Paid),
+            (S::Refunding, S::Cancelled),
+        ] {
+            let result = framework()
+                .given(history(from))
+                .when(resolve(to))
+                .inspect_result();
+            assert!(
+                matches!(
+                    result,
+                    Err(BookingError::Invalid {
+                        field: "status",
+                        ..
+                    })
+                ),
+                "{from} -> {to}: {result:?}"
+            );
+        }
+    }
+
+    /// After a cancellation, failure or refund the reservation can be recorded as released, once.
+    #[test]
+    fn reservation_release_is_recorded_after_every_status_that_gives_it_back() {
+        use BookingStatus as S;
+        for status in S::ALL {
+            let result = framework()
+                .given(history(status))
+                .when(C::RecordReservationReleased {
+                    reservation_id: Some("r-1".to_owned()),
+                })
+                .inspect_result();
+            assert_eq!(
+                result.is_ok(),
+                status.releases_reservation(),
+                "{status}: {result:?}"
+            );
+        }
     }
 
     // ---- State, statuses and serialization ---------------------------------------------------------------
@@ -1685,7 +2158,9 @@ mod tests {
                 S::Rejected,
                 S::Failed,
                 S::Cancelled,
-                S::CompensationFailed
+                S::CompensationFailed,
+                S::Refunded,
+                S::RefundFailed
             ]
         );
         let holding: Vec<_> = S::ALL.into_iter().filter(S::holds_slot).collect();
@@ -1695,10 +2170,15 @@ mod tests {
                 S::Requested,
                 S::PartnerPending,
                 S::Confirmed,
+                S::PaymentPending,
                 S::Paid,
                 S::Compensating
             ]
         );
+        for status in S::ALL {
+            assert_eq!(S::parse(status.as_str()), Some(status));
+            assert_eq!(fold(history(status)).status, status, "history of {status}");
+        }
     }
 
     /// `as_str` is the REST/serde name of each status.

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::Customer;
+use super::aggregate::{BookingStatus, Customer};
 use super::events::{PartnerReportedStatus, PartnerSource};
 use crate::values::Money;
 
@@ -64,10 +64,46 @@ pub enum BookingCommand {
         /// The partner's explanation, if any (e.g. why it rejected).
         reason: Option<String>,
     },
-    /// The payment provider answered for a confirmed booking.
+    /// The client pays a confirmed booking: the payment is handed to the payment provider (a job), whose
+    /// outcome arrives later as `RecordPayment`. Repeating it while the payment is pending or after it
+    /// was captured is a no-op.
+    RequestPayment {
+        /// The provider's idempotency key for this payment (derived from the booking, so a retried
+        /// request can never charge twice).
+        payment_key: String,
+        /// The payment-method token handed to the provider.
+        method: String,
+        /// When the payment was requested.
+        at: DateTime<Utc>,
+    },
+    /// A payment call timed out or broke off: the outcome is unknown (never "failed"); the payment job
+    /// settles it by asking the provider, never by charging again.
+    RecordPaymentOutcomeUnknown {
+        /// The job attempt whose outcome is unknown.
+        attempt: u32,
+        /// What happened (timeout, 5xx, ...).
+        reason: String,
+    },
+    /// The payment provider answered (its response, a webhook or a lookup). A repeated answer
+    /// (a duplicate or late webhook) is a no-op.
     RecordPayment {
         /// Captured or declined.
         outcome: PaymentOutcome,
+    },
+    /// The payment provider answered a refund (of a cancelled paid booking).
+    RecordRefund {
+        /// Refunded, or given up.
+        outcome: RefundOutcome,
+    },
+    /// An operator settles a booking that no automatic path can settle any more (stuck waiting for a
+    /// partner, or compensation / refund given up), after checking with the partner or provider.
+    Resolve {
+        /// The status the booking ends in: `failed` or `cancelled` from a status waiting for the partner,
+        /// `cancelled` from `payment_pending` (no charge) or a compensating one, `refunded` from a
+        /// refunding one.
+        status: BookingStatus,
+        /// Why, for the history; required.
+        reason: String,
     },
     /// The partner reservation of a booking whose payment was declined has been cancelled.
     CompleteCompensation,
@@ -93,6 +129,24 @@ pub enum BookingCommand {
         reason: String,
         /// When the cancellation was requested.
         at: DateTime<Utc>,
+    },
+}
+
+/// The answer of the payment provider to a refund.
+///
+/// JSON: `{"refunded":{"refund_id":"re-1"}}` or `{"failed":{"reason":"..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefundOutcome {
+    /// The money went back to the customer.
+    Refunded {
+        /// The provider's refund id.
+        refund_id: String,
+    },
+    /// Refunding gave up (retries exhausted or refused); a human must resolve it.
+    Failed {
+        /// Why.
+        reason: String,
     },
 }
 

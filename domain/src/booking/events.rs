@@ -91,6 +91,24 @@ pub enum BookingEvent {
         /// Why it was ignored.
         reason: IgnoredReason,
     },
+    /// The client asked to pay; the payment is handed to the payment provider.
+    PaymentRequested {
+        /// The provider's idempotency key for this payment.
+        payment_key: String,
+        /// The payment-method token handed to the provider.
+        method: String,
+        /// The amount to charge (the booking's amount).
+        amount: Money,
+        /// When the payment was requested.
+        at: DateTime<Utc>,
+    },
+    /// A payment attempt ended without an answer; the provider may or may not have charged.
+    PaymentOutcomeUnknown {
+        /// The attempt whose outcome is unknown.
+        attempt: u32,
+        /// What happened (timeout, 5xx, ...).
+        reason: String,
+    },
     /// The payment was captured; the booking is paid.
     PaymentCaptured {
         /// The provider's payment id.
@@ -125,6 +143,30 @@ pub enum BookingEvent {
         /// The released reservation; `None` when the partner held none.
         reservation_id: Option<String>,
     },
+    /// A paid booking was cancelled: its payment is being refunded.
+    RefundStarted {
+        /// The provider's payment id to refund.
+        payment_id: String,
+        /// The amount to refund.
+        amount: Money,
+    },
+    /// The payment was refunded.
+    RefundCompleted {
+        /// The provider's refund id.
+        refund_id: String,
+    },
+    /// Refunding gave up; a human must resolve it.
+    RefundFailed {
+        /// Why.
+        reason: String,
+    },
+    /// An operator settled the booking by hand (the operator is the event's actor).
+    BookingResolved {
+        /// The status the booking ends in.
+        status: super::aggregate::BookingStatus,
+        /// Why.
+        reason: String,
+    },
     /// The booking was cancelled on our side.
     BookingCancelled {
         /// Why (given by the canceller).
@@ -150,6 +192,8 @@ impl DomainEvent for BookingEvent {
             Self::PartnerConfirmed { .. } => "PartnerConfirmed",
             Self::PartnerRejected { .. } => "PartnerRejected",
             Self::PartnerCallbackIgnored { .. } => "PartnerCallbackIgnored",
+            Self::PaymentRequested { .. } => "PaymentRequested",
+            Self::PaymentOutcomeUnknown { .. } => "PaymentOutcomeUnknown",
             Self::PaymentCaptured { .. } => "PaymentCaptured",
             Self::PaymentDeclined { .. } => "PaymentDeclined",
             Self::CompensationStarted { .. } => "CompensationStarted",
@@ -157,6 +201,10 @@ impl DomainEvent for BookingEvent {
             Self::CompensationFailed { .. } => "CompensationFailed",
             Self::BookingFailed { .. } => "BookingFailed",
             Self::BookingCancelled { .. } => "BookingCancelled",
+            Self::RefundStarted { .. } => "RefundStarted",
+            Self::RefundCompleted { .. } => "RefundCompleted",
+            Self::RefundFailed { .. } => "RefundFailed",
+            Self::BookingResolved { .. } => "BookingResolved",
             Self::PartnerReservationReleased { .. } => "PartnerReservationReleased",
         }
         .to_owned()

@@ -5,12 +5,15 @@
 //! event, so the history explains every status.
 //!
 //! ```text
-//! Requested ──> PartnerPending ──> Confirmed ──> Paid
-//!     │              │  ^ retry        │ └──payment declined──> Compensating ──> Cancelled
-//!     │              │  └──┘           │                             └────────> CompensationFailed (manual)
-//!     ├──────────────┴──> Rejected / Failed
+//! Requested ──> PartnerPending ──> Confirmed ──> PaymentPending ──captured──> Paid ──cancel──> Refunding ──> Refunded
+//!     │              │  ^ retry        │                │                                       └──> RefundFailed (manual)
+//!     │              │  └──┘           │                └──declined──> Compensating ──> Cancelled
+//!     │              │                 │                                    └────────> CompensationFailed (manual)
+//!     ├──────────────┴──> Rejected / Failed (partner refused, retries exhausted, deadline passed)
 //!     └──────────────┴─────────────────┴──> Cancelled
 //! ```
+//! An operator can settle a booking no automatic path can settle any more (`Resolve`): a waiting one to
+//! failed or cancelled, a compensating one to cancelled, a refunding one to refunded.
 //!
 //! # Layout
 //! - `commands`: [`BookingCommand`] and the partner/payment vocabulary it carries.
@@ -26,6 +29,6 @@ mod events;
 pub mod upcasters;
 
 pub use aggregate::{Booking, BookingStatus, Customer};
-pub use commands::{BookingCommand, PaymentOutcome};
+pub use commands::{BookingCommand, PaymentOutcome, RefundOutcome};
 pub use error::BookingError;
 pub use events::{BookingEvent, IgnoredReason, PartnerReportedStatus, PartnerSource};

@@ -94,7 +94,7 @@ fn eur(minor: i64) -> Money {
 /// Runs one command; a business refusal is not an error here (the walk just tried an impossible step).
 async fn exec<A>(store: &EventStore, id: &str, command: A::Command, new_stream: bool) -> Option<A>
 where
-    A: AggregateSchema<Services = ()>,
+    A: store::WriteRules<Services = ()>,
     A::Command: Clone,
 {
     let options = ExecuteOptions {
@@ -117,7 +117,8 @@ fn request(id: &str, rng: &mut StdRng) -> BookingCommand {
         booking_id: id.to_owned(),
         owner: format!("user-{}", rng.random_range(0..5)),
         partner: ["acme-hotels", "globex-inns", "initech-rooms"][rng.random_range(0..3)].to_owned(),
-        resource: format!("room-{}", rng.random_range(1..50)),
+        // A room of its own: the slot rule refuses overlapping stays of one room.
+        resource: format!("room-{}-{id}", rng.random_range(1..50)),
         starts_at,
         ends_at: starts_at + chrono::Duration::days(2),
         guests: rng.random_range(1..5),

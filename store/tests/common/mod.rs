@@ -114,3 +114,11 @@ pub fn fold(events: &[store::RecordedEvent]) -> Counter {
     }
     state
 }
+
+/// The counter has no write rules of its own.
+impl store::WriteRules for Counter {
+    type Rules = store::NoHook;
+    fn write_rules() -> store::NoHook {
+        store::NoHook
+    }
+}
