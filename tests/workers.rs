@@ -226,3 +226,190 @@ async fn serve_without_workers_leaves_side_effects_to_a_workers_process() {
         .unwrap();
     assert_eq!(jobs, 0, "no reactor runs in this process");
 }
+
+/// Polls booking `id` until it reaches `status` (30 s at most).
+async fn wait_status(s: &Server, id: &str, owner: &str, status: &str) -> serde_json::Value {
+    let started = Instant::now();
+    loop {
+        let r = s.get(&format!("/v1/bookings/{id}"), &s.client(owner)).await;
+        if r.body["status"] == status {
+            return r.body;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "booking {id} still {} after 30 s, expected {status}; events {:?}",
+            r.body["status"],
+            s.event_types("booking", id).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Payments through the provider in `trailbook serve`, with every webhook sent twice: a good card ends
+/// `paid` with one capture, a declined one is compensated to `cancelled` and its room can be booked
+/// again, and cancelling the paid booking refunds it once. Operators resolve only stuck bookings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_pays_declines_and_refunds_through_the_provider_with_duplicate_webhooks() {
+    // Arrange
+    let s = Server::serve().await;
+    let sim = s.partner.clone().unwrap();
+    s.http
+        .put(format!("{sim}/control/faults"))
+        .json(&json!({"duplicate_callbacks": 1.0}))
+        .send()
+        .await
+        .unwrap();
+    let paid = s
+        .create_booking("kim", "pay-1", &booking_body("room-pay-1", 10))
+        .await;
+    let paid = paid.body["booking_id"].as_str().unwrap().to_string();
+    let declined = s
+        .create_booking("kim", "pay-2", &booking_body("room-pay-2", 10))
+        .await;
+    let declined = declined.body["booking_id"].as_str().unwrap().to_string();
+    wait_status(&s, &paid, "kim", "confirmed").await;
+    wait_status(&s, &declined, "kim", "confirmed").await;
+
+    // Act
+    let kim = s.client("kim");
+    let good = s
+        .post(
+            &format!("/v1/bookings/{paid}/payment"),
+            &kim,
+            &json!({"card": "4242424242424242"}),
+            &[],
+        )
+        .await;
+    let bad = s
+        .post(
+            &format!("/v1/bookings/{declined}/payment"),
+            &kim,
+            &json!({"card": "4000000000000002"}),
+            &[],
+        )
+        .await;
+    wait_status(&s, &paid, "kim", "paid").await;
+    wait_status(&s, &declined, "kim", "cancelled").await;
+    let rebooked = s
+        .create_booking("kim", "pay-3", &booking_body("room-pay-2", 10))
+        .await;
+    let not_stuck = s
+        .post(
+            &format!("/v1/bookings/{paid}/resolve"),
+            &s.operator(),
+            &json!({"status": "cancelled", "reason": "test"}),
+            &[],
+        )
+        .await;
+    let by_client = s
+        .post(
+            &format!("/v1/bookings/{paid}/resolve"),
+            &kim,
+            &json!({"status": "cancelled", "reason": "test"}),
+            &[],
+        )
+        .await;
+    let cancel = s
+        .post(
+            &format!("/v1/bookings/{paid}/cancel"),
+            &kim,
+            &json!({"reason": "plans changed"}),
+            &[],
+        )
+        .await;
+    wait_status(&s, &paid, "kim", "refunded").await;
+
+    // Assert
+    assert_eq!(
+        (good.status, good.body["status"].as_str()),
+        (202, Some("payment_pending"))
+    );
+    assert_eq!(bad.status, 202, "{:?}", bad.body);
+    assert_eq!(
+        rebooked.status, 202,
+        "the room was not given back: {:?}",
+        rebooked.body
+    );
+    not_stuck.assert_problem(422);
+    by_client.assert_problem(403);
+    assert_eq!(
+        (cancel.status, cancel.body["status"].as_str()),
+        (200, Some("refunding"))
+    );
+    let events = s.event_types("booking", &paid).await;
+    for (kind, times) in [
+        ("PaymentRequested", 1),
+        ("PaymentCaptured", 1),
+        ("RefundStarted", 1),
+        ("RefundCompleted", 1),
+    ] {
+        assert_eq!(
+            events.iter().filter(|e| *e == kind).count(),
+            times,
+            "{kind}: {events:?}"
+        );
+    }
+    let ledger: serde_json::Value = s
+        .http
+        .get(format!("{sim}/control/ledger"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ledger["charged_minor"], 25_000, "{ledger}");
+    assert_eq!(ledger["refunded_minor"], 25_000, "{ledger}");
+    let stats: serde_json::Value = s
+        .http
+        .get(format!("{sim}/control/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(stats["webhooks_sent"].as_u64().unwrap() >= 6, "{stats}");
+}
+
+/// With a partners file, a booking for a partner it does not list is refused at the door (422 naming
+/// `partner`); a listed one is accepted. A partners file that does not parse stops the start with one
+/// line naming the problem and exit code 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partners_file_decides_which_partners_bookings_may_name() {
+    let dir = std::env::temp_dir().join(format!("trailbook-partners-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("partners.toml");
+    std::fs::write(
+        &good,
+        "[partners.acme-hotels]\nbase_url = \"https://api.acme.example\"\napi_key = \"k\"\n",
+    )
+    .unwrap();
+    let s = Server::start_with(&[("TRAILBOOK_PARTNERS", good.to_str().unwrap())]).await;
+
+    let mut unknown = booking_body("room-p1", 5);
+    unknown["partner"] = json!("nobody-inn");
+    let refused = s.create_booking("kim", "p-1", &unknown).await;
+    let accepted = s
+        .create_booking("kim", "p-2", &booking_body("room-p1", 5))
+        .await;
+
+    refused.assert_problem(422);
+    assert_eq!(refused.body["field"], "partner");
+    assert_eq!(accepted.status, 202);
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[partners.acme-hotels]\nbase_url = \"ftp://nope\"\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_trailbook"))
+        .args(["command-api", "--command-addr", "127.0.0.1:0"])
+        .env("DATABASE_URL", &s.db.url)
+        .env("TRAILBOOK_PARTNERS", &bad)
+        .env("TRAILBOOK_JWT_SECRET", support::JWT_SECRET)
+        .env("TRAILBOOK_PARTNER_SECRET", support::PARTNER_SECRET)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("partners.acme-hotels.base_url"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

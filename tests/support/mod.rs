@@ -18,6 +18,8 @@ pub struct Server {
     pub base: String,
     /// `http://…/graphql` when the process runs the query API.
     pub graphql: Option<String>,
+    /// The in-process partner simulator of `serve` (when it runs one).
+    pub partner: Option<String>,
     pub db: TestDb,
     pub http: reqwest::Client,
     tokens: Tokens,
@@ -71,27 +73,40 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                for prefix in ["trailbook REST:", "trailbook GraphQL:"] {
+                for prefix in [
+                    "trailbook REST:",
+                    "trailbook GraphQL:",
+                    "trailbook partner simulator:",
+                ] {
                     if let Some(url) = line.strip_prefix(prefix) {
                         let _ = tx.send((prefix, url.trim().to_string()));
                     }
                 }
             }
         });
-        let expected = if part == "serve" { 2 } else { 1 };
-        let (mut base, mut graphql) = (String::new(), None);
+        let simulator = part == "serve"
+            && !env
+                .iter()
+                .any(|(k, _)| *k == "TRAILBOOK_NO_WORKERS" || *k == "TRAILBOOK_PARTNER_URL");
+        let expected = match part {
+            "serve" => 2 + usize::from(simulator),
+            _ => 1,
+        };
+        let (mut base, mut graphql, mut partner) = (String::new(), None, None);
         for _ in 0..expected {
             let (prefix, url) = rx
                 .recv_timeout(Duration::from_secs(60))
                 .expect("the server prints its URLs");
             match prefix {
                 "trailbook REST:" => base = url,
-                _ => graphql = Some(url),
+                "trailbook GraphQL:" => graphql = Some(url),
+                _ => partner = Some(url),
             }
         }
         Self {
             base,
             graphql,
+            partner,
             db,
             http: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
