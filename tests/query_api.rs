@@ -584,3 +584,61 @@ async fn a_nul_character_in_an_argument_is_bad_input() {
         .await;
     assert_eq!(code(&answer), "BAD_USER_INPUT", "{answer}");
 }
+
+/// An operator resolves a booking stuck waiting for its partner over GraphQL: it becomes `FAILED` with
+/// the operator as the event's actor, its room is free again; a client may not, and a booking that is
+/// not stuck cannot be resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_resolve_a_stuck_booking_over_graphql() {
+    // Arrange: no workers, so the booking waits in `requested`.
+    let s = Server::start_part("serve", &[("TRAILBOOK_NO_WORKERS", "true")]).await;
+    let created = s
+        .create_booking("gus", "res-1", &booking_body("room-res", 3))
+        .await;
+    let id = created.body["booking_id"].as_str().unwrap().to_string();
+    let mutation = "mutation($id: ID!, $status: BookingStatus!) {
+        resolveBooking(id: $id, status: $status, reason: \"partner holds nothing (phoned)\") { status version } }";
+
+    // Act
+    let by_client = s
+        .graphql(
+            Some(&s.client("gus")),
+            mutation,
+            json!({"id": id, "status": "FAILED"}),
+        )
+        .await;
+    let resolved = s
+        .graphql(
+            Some(&s.operator()),
+            mutation,
+            json!({"id": id, "status": "FAILED"}),
+        )
+        .await;
+    let again = s
+        .graphql(
+            Some(&s.operator()),
+            mutation,
+            json!({"id": id, "status": "CANCELLED"}),
+        )
+        .await;
+    let rebooked = s
+        .create_booking("gus", "res-2", &booking_body("room-res", 3))
+        .await;
+
+    // Assert
+    assert_eq!(
+        by_client["errors"][0]["extensions"]["code"], "FORBIDDEN",
+        "{by_client}"
+    );
+    assert_eq!(
+        resolved["data"]["resolveBooking"]["status"], "FAILED",
+        "{resolved}"
+    );
+    assert_eq!(
+        again["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{again}"
+    );
+    assert_eq!(rebooked.status, 202, "{:?}", rebooked.body);
+    let history = s.event_types("booking", &id).await;
+    assert_eq!(history.last().map(String::as_str), Some("BookingResolved"));
+}

@@ -152,18 +152,40 @@ pub async fn receive(
         partner_time: callback.occurred_at,
         reason: callback.reason,
     };
-    let id = callback.booking_id;
+    let moved = |events: &[BookingEvent]| {
+        !events
+            .iter()
+            .all(|e| matches!(e, BookingEvent::PartnerCallbackIgnored { .. }))
+    };
+    apply_report(
+        &state,
+        callback.booking_id,
+        command,
+        &context,
+        "trailbook_partner_callbacks_total",
+        moved,
+    )
+    .await
+}
+
+/// Runs a partner's or payment provider's report on booking `id` and answers whether it moved the
+/// booking (`moved` decides from the events written), counting the outcome in `counter`.
+pub(crate) async fn apply_report(
+    state: &AppState,
+    id: String,
+    command: BookingCommand,
+    context: &CommandContext,
+    counter: &'static str,
+    moved: impl Fn(&[BookingEvent]) -> bool,
+) -> Result<Response, ApiError> {
     let done = state
         .store
-        .execute::<Booking>(&id, command, &(), &context, ExecuteOptions::default())
+        .execute::<Booking>(&id, command, &(), context, ExecuteOptions::default())
         .await
         .map_err(|e| ApiError::from(e).for_aggregate("booking", &id))?;
-    let applied = !done
-        .events
-        .iter()
-        .all(|e| matches!(e, BookingEvent::PartnerCallbackIgnored { .. }));
+    let applied = moved(&done.events);
     let outcome = if applied { "applied" } else { "ignored" };
-    metrics::counter!("trailbook_partner_callbacks_total", "outcome" => outcome).increment(1);
+    metrics::counter!(counter, "outcome" => outcome).increment(1);
     Ok(axum::Json(CallbackAccepted {
         booking_id: id,
         status: done.state.status.as_str().to_string(),

@@ -8,16 +8,16 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
-use domain::booking::{BookingCommand, PaymentOutcome, RefundOutcome};
+use domain::booking::{BookingCommand, BookingEvent, PaymentOutcome, RefundOutcome};
 use domain::values::{Actor, Role};
 use domain::Booking;
 use serde::{Deserialize, Serialize};
-use store::{CommandContext, ExecuteOptions};
+use store::CommandContext;
 use utoipa::ToSchema;
 
-use crate::callbacks::{verify, CallbackAccepted, SIGNATURE_HEADER};
+use crate::callbacks::{apply_report, verify, CallbackAccepted, SIGNATURE_HEADER};
 use crate::error::ApiError;
 use crate::extract::{parse, CorrelationId};
 use crate::AppState;
@@ -109,20 +109,13 @@ pub async fn webhook(
         command: Some(format!("booking.{}", hook.event)),
         ..CommandContext::default()
     };
-    let done = state
-        .store
-        .execute::<Booking>(&id, command, &(), &context, ExecuteOptions::default())
-        .await
-        .map_err(|e| ApiError::from(e).for_aggregate("booking", &id))?;
-    let applied = !done.events.is_empty();
-    let outcome = if applied { "applied" } else { "ignored" };
-    metrics::counter!("trailbook_payment_webhooks_total", "outcome" => outcome).increment(1);
-    Ok(axum::Json(CallbackAccepted {
-        booking_id: id,
-        status: done.state.status.as_str().to_string(),
-        version: done.version,
-        position: done.position,
-        applied,
-    })
-    .into_response())
+    apply_report(
+        &state,
+        id,
+        command,
+        &context,
+        "trailbook_payment_webhooks_total",
+        |events: &[BookingEvent]| !events.is_empty(),
+    )
+    .await
 }

@@ -1,5 +1,5 @@
-//! The GraphQL query service (reads): read models, time travel, audit history, the operations board, and
-//! live subscriptions, at `/graphql` (GraphiQL on `GET /graphql`, WebSocket subscriptions on the same path).
+//! The GraphQL query service (reads, and the operator's one action, `resolveBooking`): read models, time
+//! travel, audit history, the operations board, and live subscriptions, at `/graphql` (GraphiQL on `GET /graphql`, WebSocket subscriptions on the same path).
 //!
 //! It reads the projector's read-model tables for everyday queries and folds the event store where the
 //! answer must be exact (`consistency: STRONG`, `asOf`, `atVersion`), so support sees the truth even while a
@@ -10,6 +10,7 @@
 //! - `http`: the axum routes, bearer tokens into the request, error codes on validation failures.
 //! - `query`: the query root and its connections; `jobs`: jobs and their execution log; `feed`: the live
 //!   feed and the subscription root.
+//! - `mutation`: operator actions (`resolveBooking`), the same commands as REST.
 //! - `read`: folding one aggregate, reading one read-model row, keyset-paginated lists.
 //! - `types`: the GraphQL object types; `auth`: who may read what; `error`: [`error::QueryError`].
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod error;
 pub mod feed;
 mod http;
 pub mod jobs;
+pub mod mutation;
 pub mod query;
 pub mod read;
 pub mod types;
@@ -26,13 +28,13 @@ pub mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{EmptyMutation, Schema};
+use async_graphql::Schema;
 use store::EventStore;
 
 pub use http::app;
 
 /// The schema type of the query API.
-pub type QuerySchema = Schema<query::QueryRoot, EmptyMutation, feed::SubscriptionRoot>;
+pub type QuerySchema = Schema<query::QueryRoot, mutation::MutationRoot, feed::SubscriptionRoot>;
 
 /// Settings of the query API.
 #[derive(Debug, Clone)]
@@ -84,7 +86,7 @@ pub fn schema(store: EventStore, config: Config) -> QuerySchema {
     };
     Schema::build(
         query::QueryRoot::default(),
-        EmptyMutation,
+        mutation::MutationRoot,
         feed::SubscriptionRoot,
     )
     .data(state)
@@ -97,7 +99,7 @@ pub fn schema(store: EventStore, config: Config) -> QuerySchema {
 pub fn sdl() -> String {
     Schema::build(
         query::QueryRoot::default(),
-        EmptyMutation,
+        mutation::MutationRoot,
         feed::SubscriptionRoot,
     )
     .finish()
