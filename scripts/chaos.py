@@ -12,14 +12,16 @@ What it does:
      duplicate and late callbacks and payment webhooks, for reservations and payments alike) and
      `trailbook serve` pointed at it, with report e-mails that time out after success 20% of the time,
   3. drives the script over REST with 16 client threads, each booking with its own X-Correlation-Id:
-     bookings on `--rooms` rooms with overlapping stays (a refused create, 409 slot_taken, is part of the
-     script: the room is held by a live booking; the client tries again later, when holders may have let
-     go), 10% of creates sent twice with one Idempotency-Key; then as planned: paid with a good card (55%),
+     bookings on `--rooms` rooms with overlapping stays (two of the rooms belong to a partner that rejects
+     every reservation); a refused create, 409 slot_taken, is part of the script: the guest tries other
+     dates of the room; 10% of creates are sent twice with one Idempotency-Key; then as planned: paid with
+     a good card (55%),
      a declined card (15%: compensation under the partner's rate limits), cancelled while the partner is
      still answering (10%), or paid and then cancelled (20%: a refund); visits are scheduled and completed,
      cancelled or marked no-show,
-  4. kills `serve` with SIGKILL `--kills` times while the script runs and starts it again on the same
-     database and ports (clients retry through the gap with their idempotency keys),
+  4. kills `serve` with SIGKILL `--kills` times while the script runs (at 30% and 65% of the bookings'
+     scripts) and starts it again on the same database and ports (clients retry through the gap with
+     their idempotency keys),
   5. waits until every job is finished or dead and the projections have caught up, then checks, from the
      database and the simulator's ledgers:
      - no slot is held by a booking whose status does not hold the room, and every live booking holds one;
@@ -144,13 +146,20 @@ def wait_healthy(url, process, seconds=120):
     raise SystemExit(f"{url} did not answer in {seconds} s")
 
 
-def stay(i, rooms, rng):
-    """Room and stay of booking i: one of `rooms` rooms, 1 to 4 nights starting within 12 days."""
-    start = rng.randrange(12)
+def stay(room, rng, days=60):
+    """A stay of 1 to 4 nights in `room`, starting within `days` days (20 bookings a room over 60 days
+    overlap often)."""
+    start = rng.randrange(days)
     nights = 1 + rng.randrange(4)
     day = lambda n: time.strftime("%Y-%m-%dT15:00:00Z", time.gmtime(1799074800 + n * 86400))
-    return {"resource": f"room-{i % rooms}", "starts_at": day(start), "ends_at": day(start + nights),
+    return {"resource": room, "starts_at": day(start), "ends_at": day(start + nights),
             "start": start, "end": start + nights}
+
+
+def room_of(i, rooms):
+    """Booking i's room; the last two rooms belong to a partner that rejects every reservation."""
+    n = i % rooms
+    return f"room-reject-{n}" if n >= rooms - 2 else f"room-{n}"
 
 
 def booking_body(i, slot):
@@ -181,6 +190,7 @@ class Run:
         self.lock = threading.Lock()
         self.slot_refusals = 0
         self.created = 0
+        self.lived = 0
         self.kills = []
 
     def fail(self, message):
@@ -191,19 +201,21 @@ class Run:
     # -- the script ------------------------------------------------------------------------------------
 
     def create_booking(self, i, plan, deadline):
-        """Creates booking i; a 409 slot_taken (the room is held) is retried a few times, seconds apart."""
-        key = f"chaos-booking-{i}"
-        headers = {"idempotency-key": key, "x-correlation-id": f"chaos-corr-{i}"}
-        body = booking_body(i, plan["slot"])
-        for attempt in range(4):
+        """Creates booking i; on 409 slot_taken (the room is held for those nights) the guest tries other
+        dates of the same room, up to 12 times, with a new Idempotency-Key each time."""
+        for attempt in range(12):
+            key = f"chaos-booking-{i}-{attempt}"
+            headers = {"idempotency-key": key, "x-correlation-id": f"chaos-corr-{i}"}
+            body = booking_body(i, plan["slot"])
             status, answer = self.api.call("POST", "/v1/bookings", body, headers)
             if status == 202:
                 break
             if status == 409 and (answer or {}).get("code") == "slot_taken":
                 with self.lock:
                     self.slot_refusals += 1
-                if attempt < 3 and time.time() < deadline:
-                    time.sleep(1 + self.rng.random() * 3)
+                    plan["slot"] = stay(plan["slot"]["resource"], self.rng)
+                if attempt < 11 and time.time() < deadline:
+                    time.sleep(self.rng.random() * 0.5)
                     continue
                 return None
             self.fail(f"booking {i}: create answered {status} {answer}")
@@ -578,7 +590,7 @@ class Run:
                 action = ("pay" if roll < 0.55 else "decline" if roll < 0.70 else
                           "cancel_early" if roll < 0.80 else "refund")
                 plans[i] = {"action": action, "retry_create": self.rng.random() < 0.10,
-                            "slot": stay(i, args.rooms, self.rng)}
+                            "slot": stay(room_of(i, args.rooms), self.rng)}
             visit_plans = {}
             for i in range(args.visits):
                 roll = self.rng.random()
@@ -594,9 +606,10 @@ class Run:
             def killer():
                 nonlocal serve
                 for n in range(args.kills):
-                    # After roughly (n+1)/(kills+1) of the creates.
-                    target = args.bookings * (n + 1) // (args.kills + 1) // 2
-                    while self.created + self.slot_refusals < target and not stop_killing.is_set():
+                    # When 30% and 65% of the bookings have lived their script (spread for other counts).
+                    target = args.bookings * (30 + 35 * n) // 100 if args.kills == 2 else \
+                        args.bookings * (n + 1) // (args.kills + 1)
+                    while self.lived < target and not stop_killing.is_set():
                         time.sleep(0.2)
                     if stop_killing.is_set():
                         return
@@ -618,6 +631,8 @@ class Run:
                     with self.lock:
                         bookings[booking_id] = plans[i]
                     self.drive_booking(booking_id, plans[i], deadline)
+                with self.lock:
+                    self.lived += 1
 
             with futures.ThreadPoolExecutor(args.clients) as pool:
                 booking_jobs = [pool.submit(booking_life, i) for i in range(args.bookings)]

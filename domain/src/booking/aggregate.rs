@@ -193,7 +193,8 @@ pub struct Booking {
     pub last_partner_status_at: Option<DateTime<Utc>>,
     /// Why the booking was cancelled.
     pub cancel_reason: Option<String>,
-    /// Why the booking was rejected, failed, had its payment declined, or could not be compensated.
+    /// Why the booking was rejected, failed, had its payment declined, could not be compensated or
+    /// refunded, or (while `payment_pending`) why its payment is not settled yet.
     pub failure_reason: Option<String>,
     /// After a cancellation: the partner reservation has been released (or the partner held none).
     #[serde(default)]
@@ -621,12 +622,15 @@ impl Aggregate for Booking {
                 self.payment_key = Some(payment_key);
                 self.payment_method = Some(method);
             }
-            E::PaymentOutcomeUnknown { .. } => {
+            E::PaymentOutcomeUnknown { reason, .. } => {
                 self.payment_unknown_attempts = self.payment_unknown_attempts.saturating_add(1);
+                // Why the payment is not settled yet (shown while it is stuck).
+                self.failure_reason = Some(format!("payment outcome unknown: {reason}"));
             }
             E::PaymentCaptured { payment_id, .. } => {
                 self.status = BookingStatus::Paid;
                 self.payment_id = Some(payment_id);
+                self.failure_reason = None;
             }
             E::PaymentDeclined { reason } => {
                 self.failure_reason = Some(reason);
@@ -1976,6 +1980,36 @@ mod tests {
             .given(history(BookingStatus::Paid))
             .when(unknown())
             .then_expect_events(vec![]);
+        // While stuck the booking says why; once captured it does not any more.
+        let unknown_event = E::PaymentOutcomeUnknown {
+            attempt: 1,
+            reason: "provider timed out".to_owned(),
+        };
+        let stuck = fold(
+            [
+                history(BookingStatus::PaymentPending),
+                vec![unknown_event.clone()],
+            ]
+            .concat(),
+        );
+        assert_eq!(
+            stuck.failure_reason.as_deref(),
+            Some("payment outcome unknown: provider timed out")
+        );
+        let paid = fold(
+            [
+                history(BookingStatus::PaymentPending),
+                vec![
+                    unknown_event,
+                    E::PaymentCaptured {
+                        payment_id: "pay-1".to_owned(),
+                        amount: eur(25000),
+                    },
+                ],
+            ]
+            .concat(),
+        );
+        assert_eq!(paid.failure_reason, None);
     }
 
     /// Cancelling a paid booking cancels it and starts the refund; the slot is free at once.
