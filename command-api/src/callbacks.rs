@@ -120,6 +120,17 @@ pub fn verify(
         .map_err(|_| ApiError::Unauthorized("the callback signature is invalid".into()))
 }
 
+/// The body of a signed request (partner callback, payment webhook), parsed once its signature holds.
+pub(crate) fn signed<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    verify(&state.partner_secret, signature, body, Utc::now())?;
+    parse(body)
+}
+
 /// Receive a partner status callback (HMAC-signed).
 #[utoipa::path(operation_id = "receive_partner_callback", post, path = "/v1/partner/callbacks", tag = "partner",
     request_body = PartnerCallback,
@@ -131,9 +142,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    verify(&state.partner_secret, signature, &body, Utc::now())?;
-    let callback: PartnerCallback = parse(&body)?;
+    let callback: PartnerCallback = signed(&state, &headers, &body)?;
     let context = CommandContext {
         correlation_id: correlation,
         causation_id: Some(format!("partner-callback:{}", callback.callback_id)),

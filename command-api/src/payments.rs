@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 use store::CommandContext;
 use utoipa::ToSchema;
 
-use crate::callbacks::{apply_report, verify, CallbackAccepted, SIGNATURE_HEADER};
+use crate::callbacks::{apply_report, signed, CallbackAccepted};
 use crate::error::ApiError;
-use crate::extract::{parse, CorrelationId};
+use crate::extract::CorrelationId;
 use crate::AppState;
 
 /// What the payment provider reports.
@@ -57,9 +57,7 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    verify(&state.partner_secret, signature, &body, Utc::now())?;
-    let hook: PaymentWebhook = parse(&body)?;
+    let hook: PaymentWebhook = signed(&state, &headers, &body)?;
     let id = hook
         .client_reference
         .clone()
