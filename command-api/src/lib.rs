@@ -1,6 +1,8 @@
 //! The REST command service (writes): bookings, visits, partner callbacks, operator actions.
 //!
-//! Depends on `domain` and `store`, never on the query API, projector or workers. Every error leaves as
+//! Depends on `domain` and `store`, and on `projector` and `workers` for the operator routes (rebuild,
+//! replay) and the partners' names; never on the query API (which, for now, reuses this crate's tokens,
+//! error chains and metrics recorder: issue 16 moves them to a shared crate). Every error leaves as
 //! RFC 7807 problem+json, mapped in `error` only.
 //!
 //! # Layout
