@@ -710,9 +710,17 @@ async fn serve_until_signal(
                 idempotency_ttl: chrono::Duration::hours(i64::from(args.api.idempotency_ttl_hours)),
                 rate_limit: args.api.rate_limit,
                 max_in_flight: args.api.max_in_flight,
-                partners: partners
-                    .as_ref()
-                    .map(|file| std::sync::Arc::new(file.partners.keys().cloned().collect())),
+                partners: partners.as_ref().map(|file| {
+                    std::sync::Arc::new(file.partners.iter().fold(
+                        command_api::PartnerDirectory::default(),
+                        |directory, (name, settings)| {
+                            directory.with(
+                                name.clone(),
+                                settings.callback_secret.as_deref().map(str::as_bytes),
+                            )
+                        },
+                    ))
+                }),
                 ..command_api::Config::default()
             },
         );

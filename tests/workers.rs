@@ -373,8 +373,10 @@ async fn serve_pays_declines_and_refunds_through_the_provider_with_duplicate_web
 }
 
 /// With a partners file, a booking for a partner it does not list is refused at the door (422 naming
-/// `partner`); a listed one is accepted. A partners file that does not parse stops the start with one
-/// line naming the problem and exit code 2.
+/// `partner`); a listed one is accepted. A partner with its own callback secret moves its bookings only
+/// with callbacks that name it and carry its signature: the shared secret, another partner or an
+/// unlisted one cannot. A partners file that does not parse stops the start with one line naming the
+/// problem and exit code 2.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partners_file_decides_which_partners_bookings_may_name() {
     let dir = std::env::temp_dir().join(format!("trailbook-partners-{}", uuid::Uuid::now_v7()));
@@ -382,7 +384,9 @@ async fn a_partners_file_decides_which_partners_bookings_may_name() {
     let good = dir.join("partners.toml");
     std::fs::write(
         &good,
-        "[partners.acme-hotels]\nbase_url = \"https://api.acme.example\"\napi_key = \"k\"\n",
+        "[partners.acme-hotels]\nbase_url = \"https://api.acme.example\"\napi_key = \"k\"\n\
+         callback_secret = \"acme-callback-secret-0123\"\n\
+         [partners.globex-inns]\nbase_url = \"https://api.globex.example\"\n",
     )
     .unwrap();
     let s = Server::start_with(&[("TRAILBOOK_PARTNERS", good.to_str().unwrap())]).await;
@@ -397,6 +401,50 @@ async fn a_partners_file_decides_which_partners_bookings_may_name() {
     refused.assert_problem(422);
     assert_eq!(refused.body["field"], "partner");
     assert_eq!(accepted.status, 202);
+
+    let id = accepted.body["booking_id"].as_str().unwrap().to_string();
+    let callback = |partner: Option<&str>, secret: &str| {
+        let mut body = json!({"callback_id": format!("cb-{partner:?}-{secret}"), "booking_id": id,
+            "reservation_id": "res-1", "status": "confirmed", "occurred_at": chrono::Utc::now()});
+        if let Some(p) = partner {
+            body["partner"] = json!(p);
+        }
+        let raw = serde_json::to_vec(&body).unwrap();
+        let signature =
+            command_api::callbacks::sign(secret.as_bytes(), chrono::Utc::now().timestamp(), &raw);
+        s.http
+            .post(s.url("/v1/partner/callbacks"))
+            .header("content-type", "application/json")
+            .header("x-trailbook-signature", signature)
+            .body(raw)
+            .send()
+    };
+    let shared = callback(None, support::PARTNER_SECRET).await.unwrap();
+    let named_shared = callback(Some("acme-hotels"), support::PARTNER_SECRET)
+        .await
+        .unwrap();
+    let other = callback(Some("globex-inns"), support::PARTNER_SECRET)
+        .await
+        .unwrap();
+    let unlisted = callback(Some("nobody-inn"), support::PARTNER_SECRET)
+        .await
+        .unwrap();
+    let own = callback(Some("acme-hotels"), "acme-callback-secret-0123")
+        .await
+        .unwrap();
+    assert_eq!(
+        shared.status(),
+        404,
+        "the shared secret moved a booking of acme"
+    );
+    assert_eq!(named_shared.status(), 401);
+    assert_eq!(other.status(), 404, "globex moved a booking of acme");
+    assert_eq!(unlisted.status(), 401);
+    assert_eq!(own.status(), 200);
+    assert_eq!(
+        s.event_types("booking", &id).await,
+        ["BookingRequested", "PartnerConfirmed"]
+    );
 
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "[partners.acme-hotels]\nbase_url = \"ftp://nope\"\n").unwrap();

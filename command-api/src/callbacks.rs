@@ -1,7 +1,9 @@
 //! Partner status callbacks, authenticated by an HMAC-SHA256 signature instead of a bearer token.
 //!
 //! Header `X-Trailbook-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<raw body>")>`. A bad
-//! signature or a timestamp more than 5 minutes away is 401. A valid callback that would not move the
+//! signature or a timestamp more than 5 minutes away is 401. The secret is the shared partner secret,
+//! or, for a callback naming a `partner` that has its own `callback_secret` in the partners file, that
+//! one; a callback moves only bookings of the partner that signed it (others answer 404). A valid callback that would not move the
 //! booking forward (duplicate, stale, out of order) is accepted and recorded in the booking's history as
 //! ignored, so replaying a callback is harmless.
 
@@ -45,6 +47,10 @@ pub struct PartnerCallback {
     pub occurred_at: DateTime<Utc>,
     #[serde(default)]
     pub reason: Option<String>,
+    /// The partner sending it (as named in the partners file). Required for a partner with its own
+    /// callback secret: the callback is then checked with that secret and moves only its bookings.
+    #[serde(default)]
+    pub partner: Option<String>,
 }
 
 /// The answer to a callback.
@@ -120,15 +126,38 @@ pub fn verify(
         .map_err(|_| ApiError::Unauthorized("the callback signature is invalid".into()))
 }
 
-/// The body of a signed request (partner callback, payment webhook), parsed once its signature holds.
+/// The body of a signed request (partner callback, payment webhook), parsed once its signature under
+/// `secret` holds.
 pub(crate) fn signed<T: serde::de::DeserializeOwned>(
-    state: &AppState,
+    secret: &[u8],
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<T, ApiError> {
     let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
-    verify(&state.partner_secret, signature, body, Utc::now())?;
+    verify(secret, signature, body, Utc::now())?;
     parse(body)
+}
+
+/// The partner a callback says it comes from, read before the signature is checked (only to choose the
+/// secret to check it with; nothing else is trusted until then).
+#[derive(Deserialize)]
+struct Sender {
+    #[serde(default)]
+    partner: Option<String>,
+}
+
+/// The secret a callback from `partner` (or from an unnamed sender) must be signed with: the partner's
+/// own, else the shared one. A partner the partners file does not list cannot sign anything.
+fn callback_secret<'a>(state: &'a AppState, partner: Option<&str>) -> Result<&'a [u8], ApiError> {
+    match (&state.config.partners, partner) {
+        (Some(directory), Some(name)) if !directory.contains(name) => Err(ApiError::Unauthorized(
+            "the callback's partner is not configured".into(),
+        )),
+        (Some(directory), Some(name)) => Ok(directory
+            .callback_secret(name)
+            .unwrap_or(&state.partner_secret)),
+        _ => Ok(&state.partner_secret),
+    }
 }
 
 /// Receive a partner status callback (HMAC-signed).
@@ -142,7 +171,11 @@ pub async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let callback: PartnerCallback = signed(&state, &headers, &body)?;
+    let sender = serde_json::from_slice::<Sender>(&body)
+        .ok()
+        .and_then(|s| s.partner);
+    let secret = callback_secret(&state, sender.as_deref())?;
+    let callback: PartnerCallback = signed(secret, &headers, &body)?;
     let context = CommandContext {
         correlation_id: correlation,
         causation_id: Some(format!("partner-callback:{}", callback.callback_id)),
@@ -166,6 +199,15 @@ pub async fn receive(
             .iter()
             .all(|e| matches!(e, BookingEvent::PartnerCallbackIgnored { .. }))
     };
+    // A callback moves only a booking of the partner that signed it: a named partner its own bookings;
+    // the shared secret only bookings whose partner has no secret of its own. Others answer 404.
+    let directory = state.config.partners.clone();
+    let signer = callback.partner.clone();
+    let may_move = move |booking: &Booking| match (&signer, &directory) {
+        (Some(partner), _) => booking.partner == *partner,
+        (None, Some(directory)) => directory.callback_secret(&booking.partner).is_none(),
+        (None, None) => true,
+    };
     apply_report(
         &state,
         callback.booking_id,
@@ -173,12 +215,14 @@ pub async fn receive(
         &context,
         "trailbook_partner_callbacks_total",
         moved,
+        may_move,
     )
     .await
 }
 
-/// Runs a partner's or payment provider's report on booking `id` and answers whether it moved the
-/// booking (`moved` decides from the events written), counting the outcome in `counter`.
+/// Runs a partner's or payment provider's report on booking `id` (404 unless `may_move` allows the
+/// booking) and answers whether it moved the booking (`moved` decides from the events written),
+/// counting the outcome in `counter`.
 pub(crate) async fn apply_report(
     state: &AppState,
     id: String,
@@ -186,10 +230,19 @@ pub(crate) async fn apply_report(
     context: &CommandContext,
     counter: &'static str,
     moved: impl Fn(&[BookingEvent]) -> bool,
+    may_move: impl Fn(&Booking) -> bool + Send + Sync,
 ) -> Result<Response, ApiError> {
     let done = state
         .store
-        .execute::<Booking>(&id, command, &(), context, ExecuteOptions::default())
+        .execute_guarded::<Booking, _, _>(
+            &id,
+            command,
+            &(),
+            context,
+            ExecuteOptions::default(),
+            &store::NoHook,
+            may_move,
+        )
         .await
         .map_err(|e| ApiError::from(e).for_aggregate("booking", &id))?;
     let applied = moved(&done.events);

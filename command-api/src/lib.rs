@@ -60,8 +60,41 @@ pub struct Config {
     pub max_in_flight: usize,
     /// How long a request beyond `max_in_flight` waits for a slot before a 503.
     pub in_flight_wait: std::time::Duration,
-    /// The partners a booking may name (from the partners file); `None`: any name (the simulator).
-    pub partners: Option<Arc<std::collections::BTreeSet<String>>>,
+    /// The partners a booking may name and their callback secrets (from the partners file); `None`: any
+    /// name, every callback signed with the shared partner secret (the simulator).
+    pub partners: Option<Arc<PartnerDirectory>>,
+}
+
+/// The partners of the partners file as the command API needs them: their names, and the callback
+/// secret of those that have their own. `Debug` shows the names only.
+#[derive(Clone, Default)]
+pub struct PartnerDirectory {
+    secrets: std::collections::BTreeMap<String, Option<Arc<[u8]>>>,
+}
+
+impl PartnerDirectory {
+    /// Partner `name`, with its own callback secret if it has one.
+    pub fn with(mut self, name: impl Into<String>, callback_secret: Option<&[u8]>) -> Self {
+        self.secrets
+            .insert(name.into(), callback_secret.map(Arc::from));
+        self
+    }
+
+    /// Whether bookings may name `partner`.
+    pub fn contains(&self, partner: &str) -> bool {
+        self.secrets.contains_key(partner)
+    }
+
+    /// The callback secret of `partner`, if it has its own.
+    pub fn callback_secret(&self, partner: &str) -> Option<&[u8]> {
+        self.secrets.get(partner).and_then(|s| s.as_deref())
+    }
+}
+
+impl std::fmt::Debug for PartnerDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.secrets.keys()).finish()
+    }
 }
 
 impl Default for Config {

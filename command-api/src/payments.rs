@@ -57,7 +57,7 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let hook: PaymentWebhook = signed(&state, &headers, &body)?;
+    let hook: PaymentWebhook = signed(&state.partner_secret, &headers, &body)?;
     let id = hook
         .client_reference
         .clone()
@@ -114,6 +114,7 @@ pub async fn webhook(
         &context,
         "trailbook_payment_webhooks_total",
         |events: &[BookingEvent]| !events.is_empty(),
+        |_: &Booking| true,
     )
     .await
 }

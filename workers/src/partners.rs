@@ -10,6 +10,7 @@
 //! released_statuses = [404, 410] # cancel answers that mean "already gone" (default 404, 410)
 //! rate_limit = { capacity = 5, per_second = 2.0 }       # releases and compensations (default)
 //! breaker = { failures = 5, open_secs = 10, probe_timeout_secs = 30 }  # (default)
+//! callback_secret = "…"         # its own HMAC secret of callbacks (optional, ≥ 16 bytes)
 //!
 //! [payments]                    # the payment provider (default: the partner simulator's payments)
 //! base_url = "https://payments.example/"
@@ -90,6 +91,11 @@ pub struct PartnerSettings {
     /// The circuit breaker of releases and compensations.
     #[serde(default)]
     pub breaker: Option<Breaker>,
+    /// HMAC secret of this partner's status callbacks (at least 16 bytes). With it, a callback must name
+    /// the partner and be signed with this secret, and it moves only this partner's bookings; without it
+    /// the partner signs with the shared `TRAILBOOK_PARTNER_SECRET`.
+    #[serde(default)]
+    pub callback_secret: Option<String>,
 }
 
 impl std::fmt::Debug for PartnerSettings {
@@ -101,6 +107,10 @@ impl std::fmt::Debug for PartnerSettings {
             .field("released_statuses", &self.released_statuses)
             .field("rate_limit", &self.rate_limit)
             .field("breaker", &self.breaker)
+            .field(
+                "callback_secret",
+                &self.callback_secret.as_ref().map(|_| "<set>"),
+            )
             .finish()
     }
 }
@@ -115,6 +125,7 @@ impl PartnerSettings {
             released_statuses: default_released(),
             rate_limit: None,
             breaker: None,
+            callback_secret: None,
         }
     }
 
@@ -183,6 +194,15 @@ impl PartnersFile {
         for (name, settings) in &file.partners {
             check_url(&settings.base_url)
                 .map_err(|e| Error::Invalid(format!("{origin}: partners.{name}.base_url: {e}")))?;
+            if settings
+                .callback_secret
+                .as_ref()
+                .is_some_and(|s| s.len() < 16)
+            {
+                return Err(Error::Invalid(format!(
+                    "{origin}: partners.{name}.callback_secret must be at least 16 bytes"
+                )));
+            }
         }
         if let Some(payments) = &file.payments {
             check_url(&payments.base_url)
@@ -312,6 +332,7 @@ mod tests {
             [partners.blue-inn]
             base_url = "http://127.0.0.1:9000"
             released_statuses = [404]
+            callback_secret = "blue-inn-callback-secret"
 
             [payments]
             base_url = "https://pay.example"
@@ -326,6 +347,7 @@ mod tests {
         assert_eq!((limits.bucket_capacity, limits.failure_threshold), (3, 4));
         assert_eq!(limits.probe_timeout, Duration::from_secs(30));
         assert!(!format!("{file:?}").contains("s3cret-key"));
+        assert!(!format!("{file:?}").contains("blue-inn-callback-secret"));
         let partners =
             Partners::from_file(&file, "http://127.0.0.1:8090").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -347,6 +369,10 @@ mod tests {
         assert!(message("").contains("lists no"));
         assert!(message("[partners.a]\nbase_url = \"ftp://x\"").contains("partners.a.base_url"));
         assert!(message("[partners.a]\nbase_url = \"http://x\"\ncolour = 1").contains("colour"));
+        assert!(
+            message("[partners.a]\nbase_url = \"http://x\"\ncallback_secret = \"short\"")
+                .contains("partners.a.callback_secret")
+        );
     }
 
     /// Without a file every partner name is served by the one base URL.
