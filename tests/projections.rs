@@ -60,6 +60,28 @@ async fn create_bookings(server: &Server, owner: &str, n: u32) {
     }
 }
 
+/// Waits (30 s at most) until every event of this database is in the readable part of the global log:
+/// below the cluster's `pg_snapshot_xmin`. Another test's transaction on the same server holds that
+/// back for a moment (lag, never a gap), and a rebuild started then reports fewer events.
+async fn wait_log_readable(server: &Server) {
+    let started = std::time::Instant::now();
+    loop {
+        let hidden = count(
+            server,
+            "select count(*) from events where tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .await;
+        if hidden == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{hidden} events stay behind the cluster's xmin"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn count(server: &Server, sql: &str) -> i64 {
     sqlx::query_scalar(sql)
         .fetch_one(&server.db.pool)
@@ -171,6 +193,7 @@ async fn the_projections_command_rebuilds_and_reports_status() {
     // Arrange
     let server = Server::start().await;
     create_bookings(&server, "c2", 10).await;
+    wait_log_readable(&server).await;
     let url = server.db.url.clone();
 
     // Act
