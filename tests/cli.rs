@@ -359,6 +359,79 @@ async fn jobs_lists_and_refuses_to_replay_an_unknown_job() {
     assert_eq!(text(&replay.stderr).trim(), "error: job 999 not found");
 }
 
+/// `trailbook bookings resolve` settles a stuck booking with the operator as actor; a status it cannot
+/// be resolved to, or a word that is no status, is a one-line error with exit code 2.
+#[tokio::test]
+async fn bookings_resolve_settles_a_stuck_booking_as_the_operator() {
+    let db = TestDb::new().await.unwrap();
+    let request = BookingCommand::Request {
+        booking_id: "b-stuck".into(),
+        owner: "ada".into(),
+        partner: "acme-hotels".into(),
+        resource: "room-7".into(),
+        starts_at: "2027-02-01T15:00:00Z".parse().unwrap(),
+        ends_at: "2027-02-03T11:00:00Z".parse().unwrap(),
+        guests: 2,
+        amount: Money {
+            minor: 25000,
+            currency: Currency::try_from("EUR".to_string()).unwrap(),
+        },
+        customer: Customer {
+            name: "Ada Lovelace".into(),
+            email: Email::try_from("ada@example.com".to_string()).unwrap(),
+        },
+        at: Utc::now(),
+    };
+    EventStore::new(db.pool.clone(), StoreConfig::default())
+        .execute::<Booking>(
+            "b-stuck",
+            request,
+            &(),
+            &CommandContext::system("booking.create"),
+            ExecuteOptions::default(),
+        )
+        .await
+        .unwrap();
+    let resolve = |status: &str| {
+        run(trailbook()
+            .args(["bookings", "resolve", "b-stuck", "--status", status])
+            .args([
+                "--reason",
+                "partner holds nothing (phoned)",
+                "--operator",
+                "olga",
+            ])
+            .env("DATABASE_URL", &db.url))
+    };
+
+    let word = resolve("gone");
+    let resolved = resolve("failed");
+    let again = resolve("cancelled");
+
+    assert_eq!(word.status.code(), Some(2), "{}", text(&word.stderr));
+    assert!(
+        text(&word.stderr).contains("--status `gone`"),
+        "{}",
+        text(&word.stderr)
+    );
+    assert!(resolved.status.success(), "{}", text(&resolved.stderr));
+    assert!(
+        text(&resolved.stdout).contains("is failed"),
+        "{}",
+        text(&resolved.stdout)
+    );
+    assert_eq!(again.status.code(), Some(2), "{}", text(&again.stderr));
+    assert_eq!(text(&again.stderr).trim().lines().count(), 1);
+    let actor: String = sqlx::query_scalar(
+        "select metadata->'actor'->>'subject' from events
+         where aggregate_id = 'b-stuck' and event_type = 'BookingResolved'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(actor, "olga");
+}
+
 /// `trailbook partner-sim` serves reservations idempotently by our booking id, and refuses a fault flag
 /// outside 0..1 with exit code 2.
 #[tokio::test]
