@@ -458,15 +458,14 @@ impl Handler for DeadlineHandler {
         );
         tracing::warn!(booking_id = %id, status = %booking.status, "booking deadline passed; failing it");
         let command = BookingCommand::Fail { reason };
-        let result = execute(&self.store, &id, command, &write_back::context(job)).await;
-        match result {
-            // Settled by another path between the load and the command.
-            Err(HandlerError::Permanent(_))
-                if !waiting_for_partner(&load(&self.store, &id).await?) =>
-            {
-                Ok(())
-            }
-            other => other,
-        }
+        // Settled by another path between the load and the command: nothing to do.
+        write_back::execute_unless_settled::<Booking>(
+            &self.store,
+            &id,
+            command,
+            &write_back::context(job),
+            waiting_for_partner,
+        )
+        .await
     }
 }

@@ -214,25 +214,15 @@ impl Handler for CaptureHandler {
                 )))
             }
         };
-        let result = write_back::execute::<Booking>(
+        // A webhook settled it first with the same outcome (a no-op), or another outcome won.
+        write_back::execute_unless_settled::<Booking>(
             &self.store,
             &id,
             BookingCommand::RecordPayment { outcome },
             &context,
+            |b: &Booking| b.status == BookingStatus::PaymentPending,
         )
-        .await;
-        match result {
-            // A webhook settled it first with the same outcome (a no-op), or another outcome won.
-            Err(HandlerError::Permanent(reason)) => {
-                let now = write_back::load::<Booking>(&self.store, &id).await?;
-                if now.status == BookingStatus::PaymentPending {
-                    Err(HandlerError::Permanent(reason))
-                } else {
-                    Ok(())
-                }
-            }
-            other => other,
-        }
+        .await
     }
 }
 

@@ -63,6 +63,32 @@ where
     }
 }
 
+/// Executes `command` for an outcome that is only due while `still_due` holds of the aggregate: a
+/// refusal after which a reload shows it no longer holds (another path, such as a webhook or a callback,
+/// settled it meanwhile) is success, not a failure of the job.
+pub async fn execute_unless_settled<A>(
+    store: &EventStore,
+    id: &str,
+    command: A::Command,
+    context: &CommandContext,
+    still_due: impl Fn(&A) -> bool,
+) -> Result<(), HandlerError>
+where
+    A: WriteRules<Services = ()>,
+    A::Command: Clone,
+{
+    match execute::<A>(store, id, command, context).await {
+        Err(HandlerError::Permanent(reason)) => {
+            if still_due(&load::<A>(store, id).await?) {
+                Err(HandlerError::Permanent(reason))
+            } else {
+                Ok(())
+            }
+        }
+        other => other,
+    }
+}
+
 /// The current state of `id` (the default state when there is no such stream).
 pub async fn load<A: AggregateSchema>(store: &EventStore, id: &str) -> Result<A, HandlerError> {
     store
