@@ -6,7 +6,8 @@ use domain::{AggregateSchema, Booking, Visit};
 use serde_json::json;
 use store::{EventStore, Loaded, RecordedEvent};
 
-use crate::{emit, AggregateKind, Failure, HistoryArgs};
+use crate::cli::{AggregateKind, HistoryArgs};
+use crate::{emit, Failure};
 
 pub async fn print(store: &EventStore, args: &HistoryArgs) -> Result<(), Failure> {
     match args.kind {

@@ -2,7 +2,10 @@
 
 use sqlx::PgPool;
 
-use crate::{emit, error_chain, Failure, ProjectionsAction};
+use service_kit::chain;
+
+use crate::cli::ProjectionsAction;
+use crate::{emit, Failure};
 
 pub async fn run(pool: &PgPool, action: Option<ProjectionsAction>) -> Result<(), Failure> {
     match action.unwrap_or(ProjectionsAction::Status { json: false }) {
@@ -44,6 +47,6 @@ fn failure(e: projector::Error) -> Failure {
     };
     Failure {
         code,
-        message: error_chain(&e),
+        message: chain(&e),
     }
 }

@@ -2,7 +2,8 @@
 //! failures promised for bad input.
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use std::io::{BufRead, BufReader};
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -73,6 +74,7 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
 #[tokio::test]
 async fn serve_with_no_configuration_runs_on_a_private_cluster_and_stops_cleanly() {
     let data = DataDir::new();
+    let ready = support::ready_file_in(&data.0);
     let mut child = Running(
         trailbook()
             .args([
@@ -84,25 +86,17 @@ async fn serve_with_no_configuration_runs_on_a_private_cluster_and_stops_cleanly
                 "--partner-addr",
                 "127.0.0.1:0",
             ])
+            .arg("--ready-file")
+            .arg(&ready)
             .env_remove("DATABASE_URL")
             .env("TRAILBOOK_DATA_DIR", &data.0)
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("trailbook REST:") {
-                let _ = tx.send(url.trim().to_string());
-            }
-        }
-    });
-    let base = rx
-        .recv_timeout(Duration::from_secs(90))
-        .expect("serve prints its REST URL");
+    let listening = support::wait_ready(&mut child.0, &ready, Duration::from_secs(90));
+    let base = listening["rest"].as_str().unwrap().to_owned();
 
     let http = reqwest::Client::new();
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
@@ -437,25 +431,19 @@ async fn bookings_resolve_settles_a_stuck_booking_as_the_operator() {
 #[tokio::test]
 async fn the_partner_simulator_runs_alone_and_checks_its_flags() {
     let data = DataDir::new();
+    let ready = support::ready_file_in(&data.0);
     let mut child = Running(
         trailbook()
-            .args(["partner-sim", "--addr", "127.0.0.1:0"])
+            .args(["partner-sim", "--addr", "127.0.0.1:0", "--ready-file"])
+            .arg(&ready)
             .env("TRAILBOOK_DATA_DIR", &data.0)
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap(),
     );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(url) = line.strip_prefix("trailbook partner simulator:") {
-                let _ = tx.send(url.trim().to_string());
-            }
-        }
-    });
-    let base = rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let listening = support::wait_ready(&mut child.0, &ready, Duration::from_secs(30));
+    let base = listening["partner_simulator"].as_str().unwrap().to_owned();
     let http = reqwest::Client::new();
     let body = serde_json::json!({"partner": "acme", "resource": "r-1",
         "starts_at": "2026-12-01T15:00:00Z", "ends_at": "2026-12-03T11:00:00Z"});

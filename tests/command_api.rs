@@ -318,7 +318,7 @@ async fn authentication_and_roles_are_enforced() {
     none.assert_problem(401);
     assert_eq!(none.header("www-authenticate"), Some("Bearer"));
     s.get(&path, "not-a-token").await.assert_problem(401);
-    let forged = command_api::Tokens::new(b"other-secret")
+    let forged = service_kit::Tokens::new(b"other-secret")
         .issue(Role::Operator, "mallory", chrono::Duration::hours(1))
         .unwrap();
     s.get(&path, &forged).await.assert_problem(401);

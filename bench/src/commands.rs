@@ -172,7 +172,7 @@ pub async fn http_create(
 }
 
 /// `inproc_create`: what command-api's create handler does after parsing and authenticating, in this
-/// process: `execute_with_hook` with the key's record, after the slot claim the store runs itself (the
+/// process: `execute` with the key's record as its hook, after the slot claim the store runs itself (the
 /// key is looked up only when
 /// the append finds the stream taken, which a new key never does).
 pub async fn inproc_create(store: EventStore, seq: Arc<Seq>) -> Result<()> {
@@ -197,16 +197,10 @@ pub async fn inproc_create(store: EventStore, seq: Arc<Seq>) -> Result<()> {
         ..ExecuteOptions::default()
     };
     let done = store
-        .execute_with_hook::<Booking, _>(
-            &id,
-            command(&id, body)?,
-            &(),
-            &context(&key),
-            options,
-            &record,
-        )
+        .execute::<Booking>(&id, command(&id, body)?, &(), &context(&key), options)
+        .with_hook(&record)
         .await
-        .map_err(|e| Error::step("execute_with_hook", chain(&e)))?;
+        .map_err(|e| Error::step("execute", chain(&e)))?;
     // The handler renders the answer too.
     let _answer = done.state.answer(&id, done.version, done.position);
     Ok(())

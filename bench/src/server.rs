@@ -1,11 +1,11 @@
-//! The real `trailbook serve` binary, started as a user would: its own process, free loopback ports,
-//! configuration through the documented environment variables, stopped with SIGTERM.
+//! The real `trailbook serve` binary, started as a user would: its own process, free loopback ports
+//! (read back from its `--ready-file`), configuration through the documented environment variables,
+//! stopped with SIGTERM.
 
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::error::{Context, Error, Result};
@@ -33,6 +33,8 @@ impl Serve {
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let log_file =
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let ready_file = data_dir.join("ready.json");
+        let _ = std::fs::remove_file(&ready_file);
         let mut child = Command::new(bin)
             .args([
                 subcommand,
@@ -60,8 +62,10 @@ impl Serve {
                 "RUST_LOG",
                 std::env::var("TRAILBOOK_BENCH_SERVER_LOG").unwrap_or_else(|_| "info".to_owned()),
             )
+            .arg("--ready-file")
+            .arg(&ready_file)
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::from(log_file))
             .kill_on_drop(true)
             .spawn()
@@ -73,35 +77,7 @@ impl Serve {
                 ))
             })?;
         let pid = child.id().context("reading the pid of trailbook serve")?;
-        let stdout = child
-            .stdout
-            .take()
-            .context("reading the output of trailbook serve")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let base = tokio::time::timeout(Duration::from_secs(120), async {
-            while let Some(line) = lines.next_line().await? {
-                if let Some(url) = line.strip_prefix("trailbook REST:") {
-                    return Ok(Some(url.trim().to_owned()));
-                }
-            }
-            Ok::<_, std::io::Error>(None)
-        })
-        .await
-        .map_err(|_| {
-            Error::step(
-                "starting trailbook serve",
-                format!("no REST address within 120 s (see {})", log.display()),
-            )
-        })?
-        .context("reading the output of trailbook serve")?
-        .ok_or_else(|| {
-            Error::step(
-                "starting trailbook serve",
-                format!("it exited before listening (see {})", log.display()),
-            )
-        })?;
-        // Keep draining its stdout so it never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let base = wait_ready_file(&mut child, &ready_file, log).await?;
         let serve = Self { child, pid, base };
         serve.wait_ready().await?;
         Ok(serve)
@@ -161,5 +137,34 @@ impl Serve {
         );
         self.child.kill().await.context("killing trailbook serve")?;
         Ok(())
+    }
+}
+
+/// The REST base URL from `serve`'s `--ready-file`, once it is written (at most 120 s).
+async fn wait_ready_file(child: &mut Child, ready_file: &Path, log: &Path) -> Result<String> {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(text) = tokio::fs::read_to_string(ready_file).await {
+            let listening: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                Error::step("reading the ready file of trailbook serve", e.to_string())
+            })?;
+            return listening["rest"]
+                .as_str()
+                .map(str::to_owned)
+                .context("the ready file of trailbook serve names no REST address");
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return Err(Error::step(
+                "starting trailbook serve",
+                format!("it exited before listening (see {})", log.display()),
+            ));
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(Error::step(
+                "starting trailbook serve",
+                format!("no REST address within 120 s (see {})", log.display()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -234,15 +234,8 @@ pub(crate) async fn apply_report(
 ) -> Result<Response, ApiError> {
     let done = state
         .store
-        .execute_guarded::<Booking, _, _>(
-            &id,
-            command,
-            &(),
-            context,
-            ExecuteOptions::default(),
-            &store::NoHook,
-            may_move,
-        )
+        .execute::<Booking>(&id, command, &(), context, ExecuteOptions::default())
+        .visible_if(may_move)
         .await
         .map_err(|e| ApiError::from(e).for_aggregate("booking", &id))?;
     let applied = moved(&done.events);

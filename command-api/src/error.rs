@@ -205,20 +205,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// An error and its causes on one line (causes already quoted by their parent are not repeated).
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use service_kit::chain;
 
 impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> Self {

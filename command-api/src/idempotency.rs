@@ -79,6 +79,19 @@ pub async fn purge_expired(pool: &PgPool) -> Result<u64, sqlx::Error> {
     )
 }
 
+/// Deletes expired keys every ten minutes, for as long as the command API runs.
+pub async fn purge_periodically(pool: PgPool) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        match purge_expired(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "purged expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "could not purge expired idempotency keys"),
+        }
+    }
+}
+
 /// Records the create's answer in the append transaction.
 pub struct Record<F> {
     pub scope: String,
@@ -205,7 +218,8 @@ where
     };
     let result = state
         .store
-        .execute_with_hook::<A, _>(&id, command, &(), &request.context, options, &record)
+        .execute::<A>(&id, command, &(), &request.context, options)
+        .with_hook(&record)
         .await;
     let outcome = match &result {
         Ok(_) => "accepted",

@@ -1,9 +1,8 @@
 //! The REST command service (writes): bookings, visits, partner callbacks, operator actions.
 //!
-//! Depends on `domain` and `store`, and on `projector` and `workers` for the operator routes (rebuild,
-//! replay) and the partners' names; never on the query API (which, for now, reuses this crate's tokens,
-//! error chains and metrics recorder: issue 16 moves them to a shared crate). Every error leaves as
-//! RFC 7807 problem+json, mapped in `error` only.
+//! Depends on `domain`, `store` and `service-kit` (tokens, secrets, metrics), and on `projector` and
+//! `workers` for the operator routes (rebuild, replay); never on the query API, which stands on the
+//! same floor. Every error leaves as RFC 7807 problem+json, mapped in `error` only.
 //!
 //! # Layout
 //! - `bookings`, `visits`: the aggregate routes (create is idempotent; reads fold the event store).
@@ -11,7 +10,7 @@
 //! - `payments`: HMAC-signed payment provider webhooks.
 //! - `resource`: what routes need of an aggregate ([`resource::Resource`]) and the shared command path.
 //! - `idempotency`: `Idempotency-Key` records, derived aggregate ids, replayed answers.
-//! - `auth`: bearer tokens (JWT) and role rules; `secrets`: where the secrets come from.
+//! - `auth`: the caller of a request (tokens and role rules are `service_kit`'s).
 //! - `extract`: JSON body, `Idempotency-Key`, `If-Match`, correlation id extractors.
 //! - `middleware`: correlation ids, request metrics, per-token rate limiting.
 //! - `health`, `ops`: health, readiness, metrics, OpenAPI, and operator routes.
@@ -29,16 +28,15 @@ pub mod middleware;
 mod ops;
 pub mod payments;
 pub mod resource;
-pub mod secrets;
 pub mod visits;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 use domain::values::Actor;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use store::{CommandContext, EventStore};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -128,27 +126,9 @@ impl AppState {
             partner_secret: Arc::from(partner_secret),
             limiter: middleware::Limiter::new(config.rate_limit),
             config: Arc::new(config),
-            metrics: metrics_handle(),
+            metrics: service_kit::metrics::handle(),
         }
     }
-}
-
-/// The process-wide Prometheus recorder (installed once; later calls reuse it).
-pub fn metrics_handle() -> Option<PrometheusHandle> {
-    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let builder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                ])
-                .ok()?;
-            let recorder = builder.build_recorder();
-            let handle = recorder.handle();
-            metrics::set_global_recorder(recorder).ok()?;
-            Some(handle)
-        })
-        .clone()
 }
 
 /// The metadata context of a command issued by `caller` within request `correlation`.

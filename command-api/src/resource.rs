@@ -6,7 +6,7 @@ use domain::booking::BookingError;
 use domain::visit::VisitError;
 use domain::{Booking, Visit};
 use serde_json::{json, Value};
-use store::{ExecuteOptions, NoHook};
+use store::ExecuteOptions;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, DomainError};
@@ -89,9 +89,8 @@ where
     };
     let result = state
         .store
-        .execute_guarded::<A, _, _>(id, command, &(), &ctx, options, &NoHook, |a: &A| {
-            caller.may_access(a.owner())
-        })
+        .execute::<A>(id, command, &(), &ctx, options)
+        .visible_if(|a: &A| caller.may_access(a.owner()))
         .await;
     let outcome = if result.is_ok() {
         "accepted"

@@ -17,7 +17,7 @@ pub enum Viewer {
 
 impl Viewer {
     /// From an `Authorization` header value (or its absence).
-    pub fn from_header(tokens: &command_api::Tokens, header: Option<&str>) -> Self {
+    pub fn from_header(tokens: &service_kit::Tokens, header: Option<&str>) -> Self {
         let Some(value) = header else {
             return Self::Anonymous(
                 "a bearer token is required: send the header Authorization: Bearer <token> (in GraphiQL, \
@@ -26,18 +26,8 @@ impl Viewer {
                     .into(),
             );
         };
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .map(str::trim);
-        let Some(token) = token.filter(|t| !t.is_empty()) else {
-            return Self::Anonymous("the Authorization header must be `Bearer <token>`".into());
-        };
-        match tokens.verify(token) {
-            Ok(claims) => Self::Known(Actor {
-                subject: claims.sub,
-                role: claims.role,
-            }),
+        match tokens.actor(value) {
+            Ok(actor) => Self::Known(actor),
             Err(e) => Self::Anonymous(e.to_string()),
         }
     }
@@ -61,14 +51,8 @@ pub fn require<'a>(
     action: &str,
 ) -> Result<&'a Actor, QueryError> {
     let actor = actor(ctx)?;
-    if roles.contains(&actor.role) {
-        Ok(actor)
-    } else {
-        Err(QueryError::Forbidden(format!(
-            "the {} role may not {action}",
-            actor.role.as_str()
-        )))
-    }
+    service_kit::tokens::require(actor, roles, action).map_err(QueryError::Forbidden)?;
+    Ok(actor)
 }
 
 /// Whose items the caller may see: `None` for everyone's (operator, support), `Some(subject)` for a

@@ -38,7 +38,7 @@ impl QueryError {
     /// An internal error: its cause chain is logged under a new error id, which is all the client sees.
     pub fn internal(e: &(dyn std::error::Error + 'static)) -> Self {
         let id = uuid::Uuid::now_v7().to_string();
-        tracing::error!(error_id = %id, error = %command_api::error::chain(e), "query failed");
+        tracing::error!(error_id = %id, error = %service_kit::chain(e), "query failed");
         Self::Internal(id)
     }
 

@@ -20,11 +20,11 @@ const BODY_LIMIT: usize = 64 * 1024;
 #[derive(Clone)]
 struct HttpState {
     schema: QuerySchema,
-    tokens: command_api::Tokens,
+    tokens: service_kit::Tokens,
 }
 
 /// The query API's router: `/graphql`, `/healthz`, `/readyz`, `/metrics`.
-pub fn app(schema: QuerySchema, tokens: command_api::Tokens) -> Router {
+pub fn app(schema: QuerySchema, tokens: service_kit::Tokens) -> Router {
     Router::new()
         .route("/graphql", get(graphiql_or_websocket).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
@@ -148,9 +148,7 @@ async fn graphiql_or_websocket(State(state): State<HttpState>, request: Request)
 
 /// Prometheus metrics of this process (the same registry as the command API's `/metrics`).
 async fn metrics() -> Response {
-    let body = command_api::metrics_handle()
-        .map(|h| h.render())
-        .unwrap_or_default();
+    let body = service_kit::metrics::render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }
 

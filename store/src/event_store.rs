@@ -92,6 +92,69 @@ pub struct ExecuteOptions {
     pub new_stream: bool,
 }
 
+/// One command on its way to the store, from [`EventStore::execute`]: await it to run it. The
+/// aggregate's [`WriteRules`] always run; a caller adds only its own hook and visibility rule.
+#[must_use = "a command does nothing until it is awaited"]
+pub struct Execute<'a, A: WriteRules, H, G> {
+    store: &'a EventStore,
+    id: &'a str,
+    command: A::Command,
+    services: &'a A::Services,
+    context: &'a CommandContext,
+    options: ExecuteOptions,
+    hook: &'a H,
+    may_access: G,
+}
+
+impl<'a, A: WriteRules, H, G> Execute<'a, A, H, G> {
+    /// Runs `hook`'s statements in the append transaction too, after the aggregate's write rules.
+    pub fn with_hook<H2: CommitHook<A>>(self, hook: &'a H2) -> Execute<'a, A, H2, G> {
+        Execute {
+            store: self.store,
+            id: self.id,
+            command: self.command,
+            services: self.services,
+            context: self.context,
+            options: self.options,
+            hook,
+            may_access: self.may_access,
+        }
+    }
+
+    /// Refuses with [`CommandError::NotVisible`] when `may_access` says the caller may not see the
+    /// loaded aggregate (checked on every attempt, before `handle`; a new stream is always visible).
+    pub fn visible_if<G2>(self, may_access: G2) -> Execute<'a, A, H, G2>
+    where
+        G2: Fn(&A) -> bool + Send + Sync,
+    {
+        Execute {
+            store: self.store,
+            id: self.id,
+            command: self.command,
+            services: self.services,
+            context: self.context,
+            options: self.options,
+            hook: self.hook,
+            may_access,
+        }
+    }
+}
+
+impl<'a, A, H, G> std::future::IntoFuture for Execute<'a, A, H, G>
+where
+    A: WriteRules,
+    H: CommitHook<A>,
+    G: Fn(&A) -> bool + Send + Sync + 'a,
+{
+    type Output = std::result::Result<Committed<A>, CommandError<A::Error>>;
+    type IntoFuture = std::pin::Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        let store = self.store;
+        Box::pin(store.run_command(self))
+    }
+}
+
 /// Where the events of a command landed; passed to a [`CommitHook`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -140,7 +203,12 @@ pub trait CommitHook<A: Aggregate>: Send + Sync {
 /// The store registers them for the domain's aggregates (Booking: the slot claim of
 /// [`crate::claims::BookingClaims`]; Visit: none). Only the store or the aggregate's own crate can
 /// implement it (Rust's orphan rule), so a writer elsewhere cannot register a weaker set.
-pub trait WriteRules: AggregateSchema {
+///
+/// The bounds are what a command needs to run on any task (a retried command is handled again from a
+/// clone; the future of a command is `Send`): every aggregate of the domain meets them.
+pub trait WriteRules:
+    AggregateSchema<Command: Clone + Send + 'static, Services: Sync> + 'static
+{
     /// The hook carrying the rules.
     type Rules: CommitHook<Self>;
     /// The rules every append of this aggregate runs.
@@ -450,63 +518,42 @@ impl EventStore {
     }
 
     /// Runs `command` against aggregate `id` and appends the events it produces, with the aggregate's
-    /// [`WriteRules`] in the same transaction.
-    pub async fn execute<A: WriteRules>(
-        &self,
-        id: &str,
-        command: A::Command,
-        services: &A::Services,
-        context: &CommandContext,
-        options: ExecuteOptions,
-    ) -> Result<Committed<A>, CommandError<A::Error>>
-    where
-        A::Command: Clone,
-    {
-        self.execute_with_hook(id, command, services, context, options, &NoHook)
-            .await
-    }
-
-    /// Like [`EventStore::execute`], with `hook`'s statements in the same transaction as the events (after
-    /// the aggregate's write rules, which always run).
+    /// [`WriteRules`] in the same transaction: the one command path of the store, whoever the writer.
+    ///
+    /// Await the returned [`Execute`] as it is, or first add what a caller needs:
+    /// [`Execute::with_hook`] (its own statements in the append transaction, after the write rules) and
+    /// [`Execute::visible_if`] (refuse with [`CommandError::NotVisible`] when the caller may not see the
+    /// loaded aggregate).
     ///
     /// On a concurrency conflict the whole command (load, handle, append) is run again, at most
-    /// `max_conflict_retries` times with jittered backoff, then [`CommandError::Conflict`].
-    pub async fn execute_with_hook<A, H>(
-        &self,
-        id: &str,
+    /// `max_conflict_retries` times with jittered backoff, then [`CommandError::Conflict`]. Every event
+    /// of a stream carries the correlation id of the stream's first event, so one booking's saga
+    /// (request, jobs, partner and provider answers, later commands) reads as one thread; a caller's
+    /// differing correlation id is kept as `request_correlation_id`.
+    pub fn execute<'a, A: WriteRules>(
+        &'a self,
+        id: &'a str,
         command: A::Command,
-        services: &A::Services,
-        context: &CommandContext,
+        services: &'a A::Services,
+        context: &'a CommandContext,
         options: ExecuteOptions,
-        hook: &H,
-    ) -> Result<Committed<A>, CommandError<A::Error>>
-    where
-        A: WriteRules,
-        A::Command: Clone,
-        H: CommitHook<A>,
-    {
-        self.execute_guarded(id, command, services, context, options, hook, |_: &A| true)
-            .await
+    ) -> Execute<'a, A, NoHook, fn(&A) -> bool> {
+        Execute {
+            store: self,
+            id,
+            command,
+            services,
+            context,
+            options,
+            hook: &NoHook,
+            may_access: |_: &A| true,
+        }
     }
 
-    /// Like [`EventStore::execute_with_hook`], refusing with [`CommandError::NotVisible`] when `may_access`
-    /// says the caller may not see the loaded aggregate (checked on every attempt, before `handle`).
-    ///
-    /// Every event of a stream carries the correlation id of the stream's first event, so one booking's
-    /// saga (request, jobs, partner and provider answers, later commands) reads as one thread. When the
-    /// caller's correlation id differs (a later request with its own `X-Correlation-Id`), it is kept as
-    /// `request_correlation_id`.
-    #[allow(clippy::too_many_arguments)]
-    #[tracing::instrument(level = "debug", skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %id))]
-    pub async fn execute_guarded<A, H, G>(
+    #[tracing::instrument(level = "debug", skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %run.id))]
+    async fn run_command<A, H, G>(
         &self,
-        id: &str,
-        command: A::Command,
-        services: &A::Services,
-        context: &CommandContext,
-        options: ExecuteOptions,
-        hook: &H,
-        may_access: G,
+        run: Execute<'_, A, H, G>,
     ) -> Result<Committed<A>, CommandError<A::Error>>
     where
         A: WriteRules,
@@ -514,6 +561,16 @@ impl EventStore {
         H: CommitHook<A>,
         G: Fn(&A) -> bool + Send + Sync,
     {
+        let Execute {
+            id,
+            command,
+            services,
+            context,
+            options,
+            hook,
+            may_access,
+            ..
+        } = run;
         let hooks = (A::write_rules(), hook);
         let mut attempt = 0;
         loop {

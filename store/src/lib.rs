@@ -31,7 +31,7 @@ pub mod testing;
 
 pub use error::{CommandError, Error, HookError, Result};
 pub use event_store::{
-    Appended, Change, CommitHook, Committed, EventStore, ExecuteOptions, Loaded, NoHook,
+    Appended, Change, CommitHook, Committed, EventStore, Execute, ExecuteOptions, Loaded, NoHook,
     StoreConfig, WriteRules,
 };
 pub use log::{Checkpoint, RecordedEvent};

@@ -321,14 +321,15 @@ async fn commit_hook_statements_are_atomic_with_the_events() {
     let gate = Gate::default();
     let context = CommandContext::system("claim");
     let run = |id: &'static str| {
-        store.execute_with_hook::<Counter, _>(
-            id,
-            CounterCommand::Add(vec![1]),
-            &gate,
-            &context,
-            ExecuteOptions::default(),
-            &hook,
-        )
+        store
+            .execute::<Counter>(
+                id,
+                CounterCommand::Add(vec![1]),
+                &gate,
+                &context,
+                ExecuteOptions::default(),
+            )
+            .with_hook(&hook)
     };
     run("first").await.unwrap();
     let err = run("second").await.unwrap_err();
@@ -541,14 +542,14 @@ async fn cancelled_commands_leave_no_connection_inside_a_transaction() {
         let cancelled = store.clone();
         let _ = tokio::time::timeout(wait, async move {
             cancelled
-                .execute_with_hook::<Counter, _>(
+                .execute::<Counter>(
                     &format!("c-{i}"),
                     CounterCommand::Add(vec![1]),
                     &Gate::default(),
                     &CommandContext::system("claim"),
                     ExecuteOptions::default(),
-                    &hook,
                 )
+                .with_hook(&hook)
                 .await
         })
         .await;

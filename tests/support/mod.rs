@@ -1,13 +1,13 @@
 //! Starts the real `trailbook` binary on a fresh database and talks HTTP to it.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use command_api::Tokens;
 use domain::values::Role;
 use serde_json::{json, Value};
+use service_kit::Tokens;
 use store::testing::TestDb;
 
 pub const JWT_SECRET: &str = "e2e-jwt-secret";
@@ -63,46 +63,21 @@ impl Server {
             .env("TRAILBOOK_PARTNER_SECRET", PARTNER_SECRET)
             .env("TRAILBOOK_DATA_DIR", env!("CARGO_TARGET_TMPDIR"))
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
+            .stdout(Stdio::null())
             .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }
+        let ready_file = ready_file_in(std::path::Path::new(env!("CARGO_TARGET_TMPDIR")));
+        cmd.arg("--ready-file").arg(&ready_file);
         let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                for prefix in [
-                    "trailbook REST:",
-                    "trailbook GraphQL:",
-                    "trailbook partner simulator:",
-                ] {
-                    if let Some(url) = line.strip_prefix(prefix) {
-                        let _ = tx.send((prefix, url.trim().to_string()));
-                    }
-                }
-            }
-        });
-        let simulator = part == "serve"
-            && !env
-                .iter()
-                .any(|(k, _)| *k == "TRAILBOOK_NO_WORKERS" || *k == "TRAILBOOK_PARTNER_URL");
-        let expected = match part {
-            "serve" => 2 + usize::from(simulator),
-            _ => 1,
-        };
-        let (mut base, mut graphql, mut partner) = (String::new(), None, None);
-        for _ in 0..expected {
-            let (prefix, url) = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("the server prints its URLs");
-            match prefix {
-                "trailbook REST:" => base = url,
-                "trailbook GraphQL:" => graphql = Some(url),
-                _ => partner = Some(url),
-            }
-        }
+        let listening = wait_ready(&mut child, &ready_file, Duration::from_secs(60));
+        let url = |name: &str| listening[name].as_str().map(str::to_owned);
+        let (base, graphql, partner) = (
+            url("rest").unwrap_or_default(),
+            url("graphql"),
+            url("partner_simulator"),
+        );
         Self {
             base,
             graphql,
@@ -283,6 +258,31 @@ impl Reply {
 }
 
 /// The contract's example booking, for `room` and `[day, day+2)` of December 2026.
+/// A fresh path for a `--ready-file` under `dir`.
+pub fn ready_file_in(dir: &Path) -> PathBuf {
+    dir.join(format!("ready-{}.json", uuid::Uuid::new_v4().simple()))
+}
+
+/// Waits up to `limit` for `child` to write its `--ready-file` (the URLs it listens on, as JSON) and
+/// returns it; panics if the process exits first or the time runs out.
+pub fn wait_ready(child: &mut Child, path: &Path, limit: Duration) -> Value {
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            let _ = std::fs::remove_file(path);
+            return serde_json::from_str(&text).unwrap();
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("trailbook exited ({status}) before it was listening");
+        }
+        assert!(
+            started.elapsed() < limit,
+            "trailbook wrote no ready file within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn booking_body(room: &str, day: u32) -> Value {
     json!({
         "partner": "acme-hotels",

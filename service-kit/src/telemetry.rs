@@ -1,4 +1,4 @@
-//! Logging set-up and the shutdown signal.
+//! Logging set-up and the shutdown signal of every trailbook process.
 
 use tracing_subscriber::EnvFilter;
 
