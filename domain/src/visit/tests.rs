@@ -4,15 +4,15 @@
 //! events fold to.
 //!
 //! # Layout
-//! - Fixtures: commands, events and histories shared by the tests, and the test that every canned history
-//!   folds to its status.
+//! - Fixtures: commands, events and histories shared by the tests (`given(status)` starts a test from a
+//!   visit in `status`), and the test that every canned history folds to its status.
 //! - Schedule: validation of a new visit.
 //! - Status transitions: check-in, consultation, completion, cancellation and no-show, with their refusals.
 //! - Side effects: the report and the e-mail of a completed visit, their retries and late outcomes.
 //! - Statuses and serialization: the status names and sets, the stored JSON, the schema.
 
 use chrono::{DateTime, Utc};
-use cqrs_es::test::TestFramework;
+use cqrs_es::test::{AggregateTestExecutor, TestFramework};
 use cqrs_es::{Aggregate, DomainEvent};
 use serde_json::json;
 
@@ -104,6 +104,32 @@ fn record_report(sha256: &str) -> C {
     }
 }
 
+fn cancel(reason: &str) -> C {
+    C::Cancel {
+        reason: reason.to_owned(),
+        at: at(),
+    }
+}
+
+fn cancelled() -> E {
+    E::VisitCancelled {
+        reason: "patient ill".to_owned(),
+        at: at(),
+    }
+}
+
+fn record_sent(message_id: &str) -> C {
+    C::RecordReportSent {
+        message_id: message_id.to_owned(),
+    }
+}
+
+fn report_sent() -> E {
+    E::ReportSent {
+        message_id: "m-1".to_owned(),
+    }
+}
+
 /// A shortest history that leaves a visit in `status`.
 fn history(status: VisitStatus) -> Vec<E> {
     use VisitStatus as S;
@@ -118,15 +144,24 @@ fn history(status: VisitStatus) -> Vec<E> {
         S::CheckedIn => checked_in,
         S::InConsultation => in_consultation,
         S::Completed => [in_consultation, vec![completed()]].concat(),
-        S::Cancelled => vec![
-            scheduled(),
-            E::VisitCancelled {
-                reason: "patient ill".to_owned(),
-                at: at(),
-            },
-        ],
+        S::Cancelled => vec![scheduled(), cancelled()],
         S::NoShow => vec![scheduled(), E::VisitMarkedNoShow { at: at() }],
     }
+}
+
+/// The test framework for a visit in `status`, reached through `history(status)`.
+fn given(status: VisitStatus) -> AggregateTestExecutor<Visit> {
+    framework().given(history(status))
+}
+
+/// The test framework for an id under which no visit exists yet.
+fn given_no_visit() -> AggregateTestExecutor<Visit> {
+    framework().given_no_previous_events()
+}
+
+/// Every status but `except`, in lifecycle order.
+fn all_but(except: VisitStatus) -> impl Iterator<Item = VisitStatus> {
+    VisitStatus::ALL.into_iter().filter(move |s| *s != except)
 }
 
 /// The completed history plus `more`.
@@ -175,8 +210,7 @@ fn each_canned_history_folds_to_its_status() {
 /// A valid schedule on a new id records `VisitScheduled`; the state holds patient, clinician and time.
 #[test]
 fn schedule_on_a_new_visit_records_visit_scheduled() {
-    framework()
-        .given_no_previous_events()
+    given_no_visit()
         .when(schedule())
         .then_expect_events(vec![scheduled()]);
     let visit = fold(vec![scheduled()]);
@@ -190,8 +224,7 @@ fn schedule_on_a_new_visit_records_visit_scheduled() {
 /// The same schedule through the async path (as the store runs it) gives the same event.
 #[tokio::test]
 async fn schedule_through_the_async_handler_records_visit_scheduled() {
-    framework()
-        .given_no_previous_events()
+    given_no_visit()
         .when_async(schedule())
         .await
         .then_expect_events(vec![scheduled()]);
@@ -239,8 +272,7 @@ fn schedule_with_a_blank_patient_id_name_or_clinician_is_refused() {
     for (field, change) in cases {
         let mut command = schedule();
         change(&mut command);
-        framework()
-            .given_no_previous_events()
+        given_no_visit()
             .when(command)
             .then_expect_error_message(&format!("invalid {field}: must not be empty"));
     }
@@ -253,10 +285,7 @@ fn commands_on_a_missing_visit_are_refused_as_not_found() {
         C::CheckIn { at: at() },
         C::StartConsultation { at: at() },
         complete("Common cold.", &["J06.9"]),
-        C::Cancel {
-            reason: "x".to_owned(),
-            at: at(),
-        },
+        cancel("x"),
         C::MarkNoShow { at: at() },
         record_report(SHA),
         C::RecordReportFailed {
@@ -264,9 +293,7 @@ fn commands_on_a_missing_visit_are_refused_as_not_found() {
             error: "x".to_owned(),
             final_attempt: false,
         },
-        C::RecordReportSent {
-            message_id: "m-1".to_owned(),
-        },
+        record_sent("m-1"),
         C::RecordEmailFailed {
             attempt: 1,
             error: "x".to_owned(),
@@ -274,10 +301,7 @@ fn commands_on_a_missing_visit_are_refused_as_not_found() {
         },
     ];
     for command in commands {
-        let result = framework()
-            .given_no_previous_events()
-            .when(command)
-            .inspect_result();
+        let result = given_no_visit().when(command).inspect_result();
         assert!(
             result.as_ref().is_err_and(VisitError::is_not_found),
             "{result:?}"
@@ -290,12 +314,10 @@ fn commands_on_a_missing_visit_are_refused_as_not_found() {
 /// Scheduled → CheckedIn → InConsultation, one event each.
 #[test]
 fn check_in_then_start_consultation_move_the_visit_forward() {
-    framework()
-        .given(history(VisitStatus::Scheduled))
+    given(VisitStatus::Scheduled)
         .when(C::CheckIn { at: at() })
         .then_expect_events(vec![E::PatientCheckedIn { at: at() }]);
-    framework()
-        .given(history(VisitStatus::CheckedIn))
+    given(VisitStatus::CheckedIn)
         .when(C::StartConsultation { at: at() })
         .then_expect_events(vec![E::ConsultationStarted { at: at() }]);
 }
@@ -303,12 +325,8 @@ fn check_in_then_start_consultation_move_the_visit_forward() {
 /// Check-in is only possible from Scheduled.
 #[test]
 fn check_in_outside_scheduled_is_refused() {
-    for status in VisitStatus::ALL
-        .into_iter()
-        .filter(|s| *s != VisitStatus::Scheduled)
-    {
-        framework()
-            .given(history(status))
+    for status in all_but(VisitStatus::Scheduled) {
+        given(status)
             .when(C::CheckIn { at: at() })
             .then_expect_error(refused(status, "check in"));
     }
@@ -317,17 +335,12 @@ fn check_in_outside_scheduled_is_refused() {
 /// A consultation can only start after check-in.
 #[test]
 fn start_consultation_outside_checked_in_is_refused() {
-    for status in VisitStatus::ALL
-        .into_iter()
-        .filter(|s| *s != VisitStatus::CheckedIn)
-    {
-        framework()
-            .given(history(status))
+    for status in all_but(VisitStatus::CheckedIn) {
+        given(status)
             .when(C::StartConsultation { at: at() })
             .then_expect_error(refused(status, "start a consultation for"));
     }
-    framework()
-        .given(history(VisitStatus::Scheduled))
+    given(VisitStatus::Scheduled)
         .when(C::StartConsultation { at: at() })
         .then_expect_error_message("cannot start a consultation for a visit that is scheduled");
 }
@@ -335,8 +348,7 @@ fn start_consultation_outside_checked_in_is_refused() {
 /// Completing records summary and codes and makes the report and the e-mail pending.
 #[test]
 fn complete_records_the_outcome_and_makes_side_effects_pending() {
-    framework()
-        .given(history(VisitStatus::InConsultation))
+    given(VisitStatus::InConsultation)
         .when(complete("Common cold.", &["J06.9"]))
         .then_expect_events(vec![completed()]);
     let visit = fold(history(VisitStatus::Completed));
@@ -350,12 +362,8 @@ fn complete_records_the_outcome_and_makes_side_effects_pending() {
 /// Completion is only possible during the consultation.
 #[test]
 fn complete_outside_in_consultation_is_refused() {
-    for status in VisitStatus::ALL
-        .into_iter()
-        .filter(|s| *s != VisitStatus::InConsultation)
-    {
-        framework()
-            .given(history(status))
+    for status in all_but(VisitStatus::InConsultation) {
+        given(status)
             .when(complete("Common cold.", &["J06.9"]))
             .then_expect_error(refused(status, "complete"));
     }
@@ -364,16 +372,13 @@ fn complete_outside_in_consultation_is_refused() {
 /// The summary is required and at most 10 000 characters.
 #[test]
 fn complete_with_a_blank_or_overlong_summary_is_refused() {
-    framework()
-        .given(history(VisitStatus::InConsultation))
+    given(VisitStatus::InConsultation)
         .when(complete(" ", &[]))
         .then_expect_error_message("invalid summary: must not be empty");
-    framework()
-        .given(history(VisitStatus::InConsultation))
+    given(VisitStatus::InConsultation)
         .when(complete(&"s".repeat(10_001), &[]))
         .then_expect_error_message("invalid summary: must be at most 10000 characters");
-    let result = framework()
-        .given(history(VisitStatus::InConsultation))
+    let result = given(VisitStatus::InConsultation)
         .when(complete(&"s".repeat(10_000), &[]))
         .inspect_result();
     assert!(matches!(result.as_deref(), Ok([E::VisitCompleted { .. }])));
@@ -383,8 +388,7 @@ fn complete_with_a_blank_or_overlong_summary_is_refused() {
 #[test]
 fn complete_accepts_icd10_shaped_codes() {
     let codes = ["J06.9", "J06", "S72.001A", "Z00.00", "A00.1b"];
-    let result = framework()
-        .given(history(VisitStatus::InConsultation))
+    let result = given(VisitStatus::InConsultation)
         .when(complete("ok", &codes))
         .inspect_result();
     assert!(
@@ -409,8 +413,7 @@ fn complete_with_a_malformed_diagnosis_code_is_refused() {
         "Ü06.9",
         "J0٣",
     ] {
-        framework()
-            .given(history(VisitStatus::InConsultation))
+        given(VisitStatus::InConsultation)
             .when(complete("ok", &["J06.9", bad]))
             .then_expect_error_message(
                 "invalid diagnosis_codes: code at position 1 is not an ICD-10 code like \"J06.9\"",
@@ -422,13 +425,11 @@ fn complete_with_a_malformed_diagnosis_code_is_refused() {
 #[test]
 fn complete_with_more_than_twenty_codes_is_refused() {
     let twenty = ["J06.9"; 20];
-    let result = framework()
-        .given(history(VisitStatus::InConsultation))
+    let result = given(VisitStatus::InConsultation)
         .when(complete("ok", &twenty))
         .inspect_result();
     assert!(result.is_ok());
-    framework()
-        .given(history(VisitStatus::InConsultation))
+    given(VisitStatus::InConsultation)
         .when(complete("ok", &["J06.9"; 21]))
         .then_expect_error_message("invalid diagnosis_codes: at most 20 codes are allowed");
 }
@@ -437,16 +438,9 @@ fn complete_with_more_than_twenty_codes_is_refused() {
 #[test]
 fn cancel_from_scheduled_or_checked_in_records_the_cancellation() {
     for status in [VisitStatus::Scheduled, VisitStatus::CheckedIn] {
-        framework()
-            .given(history(status))
-            .when(C::Cancel {
-                reason: "patient ill".to_owned(),
-                at: at(),
-            })
-            .then_expect_events(vec![E::VisitCancelled {
-                reason: "patient ill".to_owned(),
-                at: at(),
-            }]);
+        given(status)
+            .when(cancel("patient ill"))
+            .then_expect_events(vec![cancelled()]);
     }
     let visit = fold(history(VisitStatus::Cancelled));
     assert_eq!(visit.cancel_reason.as_deref(), Some("patient ill"));
@@ -456,12 +450,8 @@ fn cancel_from_scheduled_or_checked_in_records_the_cancellation() {
 /// Cancelling a cancelled visit succeeds without events (safe under retries).
 #[test]
 fn cancel_of_a_cancelled_visit_is_a_no_op() {
-    framework()
-        .given(history(VisitStatus::Cancelled))
-        .when(C::Cancel {
-            reason: "patient ill".to_owned(),
-            at: at(),
-        })
+    given(VisitStatus::Cancelled)
+        .when(cancel("patient ill"))
         .then_expect_events(vec![]);
 }
 
@@ -473,20 +463,12 @@ fn cancel_of_a_completed_no_show_or_running_visit_is_refused() {
         VisitStatus::NoShow,
         VisitStatus::InConsultation,
     ] {
-        framework()
-            .given(history(status))
-            .when(C::Cancel {
-                reason: "patient ill".to_owned(),
-                at: at(),
-            })
+        given(status)
+            .when(cancel("patient ill"))
             .then_expect_error(refused(status, "cancel"));
     }
-    framework()
-        .given(history(VisitStatus::Completed))
-        .when(C::Cancel {
-            reason: "patient ill".to_owned(),
-            at: at(),
-        })
+    given(VisitStatus::Completed)
+        .when(cancel("patient ill"))
         .then_expect_error_message("cannot cancel a visit that is completed");
 }
 
@@ -500,8 +482,7 @@ fn cancel_with_a_blank_or_overlong_reason_is_refused() {
             "invalid reason: must be at most 500 characters",
         ),
     ] {
-        framework()
-            .given(history(VisitStatus::Scheduled))
+        given(VisitStatus::Scheduled)
             .when(C::Cancel { reason, at: at() })
             .then_expect_error_message(message);
     }
@@ -510,8 +491,7 @@ fn cancel_with_a_blank_or_overlong_reason_is_refused() {
 /// A scheduled visit can be marked as a no-show.
 #[test]
 fn no_show_of_a_scheduled_visit_is_recorded() {
-    framework()
-        .given(history(VisitStatus::Scheduled))
+    given(VisitStatus::Scheduled)
         .when(C::MarkNoShow { at: at() })
         .then_expect_events(vec![E::VisitMarkedNoShow { at: at() }]);
     assert!(fold(history(VisitStatus::NoShow)).is_final());
@@ -520,12 +500,8 @@ fn no_show_of_a_scheduled_visit_is_recorded() {
 /// Only a scheduled visit can be a no-show (the patient cannot be absent once checked in).
 #[test]
 fn no_show_outside_scheduled_is_refused() {
-    for status in VisitStatus::ALL
-        .into_iter()
-        .filter(|s| *s != VisitStatus::Scheduled)
-    {
-        framework()
-            .given(history(status))
+    for status in all_but(VisitStatus::Scheduled) {
+        given(status)
             .when(C::MarkNoShow { at: at() })
             .then_expect_error(refused(status, "record a no-show for"));
     }
@@ -536,8 +512,7 @@ fn no_show_outside_scheduled_is_refused() {
 /// A generated report is recorded and marks the report done.
 #[test]
 fn generated_report_is_recorded_and_marks_the_report_done() {
-    framework()
-        .given(history(VisitStatus::Completed))
+    given(VisitStatus::Completed)
         .when(record_report(SHA))
         .then_expect_events(vec![report_generated(SHA)]);
     let visit = fold(completed_and(vec![report_generated(SHA)]));
@@ -571,10 +546,7 @@ fn report_generated_after_a_final_failure_is_recorded() {
 /// Reports exist only for completed visits.
 #[test]
 fn side_effects_of_a_visit_that_is_not_completed_are_refused() {
-    for status in VisitStatus::ALL
-        .into_iter()
-        .filter(|s| *s != VisitStatus::Completed)
-    {
+    for status in all_but(VisitStatus::Completed) {
         let cases = [
             (record_report(SHA), "record a generated report for"),
             (
@@ -585,12 +557,7 @@ fn side_effects_of_a_visit_that_is_not_completed_are_refused() {
                 },
                 "record a report failure for",
             ),
-            (
-                C::RecordReportSent {
-                    message_id: "m-1".to_owned(),
-                },
-                "record a sent report for",
-            ),
+            (record_sent("m-1"), "record a sent report for"),
             (
                 C::RecordEmailFailed {
                     attempt: 1,
@@ -601,8 +568,7 @@ fn side_effects_of_a_visit_that_is_not_completed_are_refused() {
             ),
         ];
         for (command, action) in cases {
-            framework()
-                .given(history(status))
+            given(status)
                 .when(command)
                 .then_expect_error(refused(status, action));
         }
@@ -612,8 +578,7 @@ fn side_effects_of_a_visit_that_is_not_completed_are_refused() {
 /// A report must name its document and carry a 64-hex-digit SHA-256.
 #[test]
 fn generated_report_with_a_bad_document_id_or_digest_is_refused() {
-    framework()
-        .given(history(VisitStatus::Completed))
+    given(VisitStatus::Completed)
         .when(C::RecordReportGenerated {
             document_id: String::new(),
             sha256: SHA.to_owned(),
@@ -627,8 +592,7 @@ fn generated_report_with_a_bad_document_id_or_digest_is_refused() {
         &format!("{}g", &SHA[1..]),
         &format!("{SHA}0"),
     ] {
-        framework()
-            .given(history(VisitStatus::Completed))
+        given(VisitStatus::Completed)
             .when(record_report(sha))
             .then_expect_error_message("invalid sha256: must be 64 hexadecimal digits");
     }
@@ -637,8 +601,7 @@ fn generated_report_with_a_bad_document_id_or_digest_is_refused() {
 /// A failed attempt counts and keeps the report pending, unless it was the final attempt.
 #[test]
 fn report_failures_count_attempts_and_fail_only_on_the_final_one() {
-    framework()
-        .given(history(VisitStatus::Completed))
+    given(VisitStatus::Completed)
         .when(C::RecordReportFailed {
             attempt: 1,
             error: "renderer crashed".to_owned(),
@@ -681,18 +644,9 @@ fn report_failure_after_the_report_was_generated_is_a_no_op() {
 fn sent_report_is_recorded_and_marks_the_email_done() {
     framework()
         .given(completed_and(vec![report_generated(SHA)]))
-        .when(C::RecordReportSent {
-            message_id: "m-1".to_owned(),
-        })
-        .then_expect_events(vec![E::ReportSent {
-            message_id: "m-1".to_owned(),
-        }]);
-    let visit = fold(completed_and(vec![
-        report_generated(SHA),
-        E::ReportSent {
-            message_id: "m-1".to_owned(),
-        },
-    ]));
+        .when(record_sent("m-1"))
+        .then_expect_events(vec![report_sent()]);
+    let visit = fold(completed_and(vec![report_generated(SHA), report_sent()]));
     assert_eq!(visit.email_status, SideEffectStatus::Done);
     assert_eq!(visit.message_id.as_deref(), Some("m-1"));
 }
@@ -701,15 +655,8 @@ fn sent_report_is_recorded_and_marks_the_email_done() {
 #[test]
 fn same_sent_report_again_is_a_no_op() {
     framework()
-        .given(completed_and(vec![
-            report_generated(SHA),
-            E::ReportSent {
-                message_id: "m-1".to_owned(),
-            },
-        ]))
-        .when(C::RecordReportSent {
-            message_id: "m-1".to_owned(),
-        })
+        .given(completed_and(vec![report_generated(SHA), report_sent()]))
+        .when(record_sent("m-1"))
         .then_expect_events(vec![]);
 }
 
@@ -719,16 +666,12 @@ fn sent_report_before_generation_or_without_message_id_is_refused() {
     for before in [vec![], vec![report_failed(1, true)]] {
         framework()
             .given(completed_and(before))
-            .when(C::RecordReportSent {
-                message_id: "m-1".to_owned(),
-            })
+            .when(record_sent("m-1"))
             .then_expect_error(VisitError::ReportNotGenerated);
     }
     framework()
         .given(completed_and(vec![report_generated(SHA)]))
-        .when(C::RecordReportSent {
-            message_id: " ".to_owned(),
-        })
+        .when(record_sent(" "))
         .then_expect_error_message("invalid message_id: must not be empty");
 }
 
@@ -767,12 +710,7 @@ fn email_failures_count_attempts_and_fail_only_on_the_final_one() {
 #[test]
 fn email_failure_after_the_report_was_sent_is_a_no_op() {
     framework()
-        .given(completed_and(vec![
-            report_generated(SHA),
-            E::ReportSent {
-                message_id: "m-1".to_owned(),
-            },
-        ]))
+        .given(completed_and(vec![report_generated(SHA), report_sent()]))
         .when(C::RecordEmailFailed {
             attempt: 2,
             error: "late".to_owned(),
@@ -827,9 +765,7 @@ fn visit_events_serialize_to_the_documented_json() {
         report_failed(1, false),
         report_generated(SHA),
         email_failed(1, false),
-        E::ReportSent {
-            message_id: "m-1".to_owned(),
-        },
+        report_sent(),
     ]);
     let all = [
         all,
