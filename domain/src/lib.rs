@@ -10,6 +10,10 @@
 //! - `values`: validated value types shared by both aggregates (`Money`, `Currency`, `Email`, `Actor`).
 //! - `booking`: the Booking aggregate (a reservation made through an external partner).
 //! - `visit`: the Visit aggregate (a medical care workflow with side effects recorded back as events).
+//!
+//! Both aggregate modules have the same files: `status` (the status and value types, importing nothing else
+//! of its aggregate), `commands`, `events` and `error` (which build on `status`), `aggregate` (the state, its
+//! `handle` and `apply`) and, in test builds, `tests` (given/when/then); `booking` also has `upcasters`.
 #![forbid(unsafe_code)]
 
 pub mod booking;

@@ -5,8 +5,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::{BookingStatus, Customer};
 use super::events::{PartnerReportedStatus, PartnerSource};
+use super::status::{BookingStatus, Customer};
 use crate::values::Money;
 
 /// A command for the [`Booking`](super::Booking) aggregate.

@@ -1,6 +1,6 @@
 //! Why a booking command was refused.
 
-use super::aggregate::BookingStatus;
+use super::status::BookingStatus;
 
 /// A booking command was refused; no event was written. Each variant says what the caller should do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

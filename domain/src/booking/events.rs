@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::Customer;
+use super::status::{BookingStatus, Customer};
 use crate::values::Money;
 
 /// An event of the [`Booking`](super::Booking) aggregate.
@@ -163,7 +163,7 @@ pub enum BookingEvent {
     /// An operator settled the booking by hand (the operator is the event's actor).
     BookingResolved {
         /// The status the booking ends in.
-        status: super::aggregate::BookingStatus,
+        status: BookingStatus,
         /// Why.
         reason: String,
     },

@@ -16,19 +16,27 @@
 //! failed or cancelled, a compensating one to cancelled, a refunding one to refunded.
 //!
 //! # Layout
+//! - `status`: [`BookingStatus`] and [`Customer`], the vocabulary every other module here builds on (it
+//!   imports none of them).
 //! - `commands`: [`BookingCommand`] and the partner/payment vocabulary it carries.
 //! - `events`: [`BookingEvent`] (versioned) and the ignored-callback vocabulary.
 //! - `error`: [`BookingError`].
 //! - `aggregate`: the [`Booking`] state, its transition rules and its `apply`.
 //! - `upcasters`: [`upcasters::BookingRequestedV1ToV2`], for events written by older trailbook versions.
+//! - `tests` (test builds only): the given/when/then tests of the aggregate, one per rule.
 
 mod aggregate;
 mod commands;
 mod error;
 mod events;
+mod status;
 pub mod upcasters;
 
-pub use aggregate::{Booking, BookingStatus, Customer};
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::Booking;
 pub use commands::{BookingCommand, PaymentOutcome, RefundOutcome};
 pub use error::BookingError;
 pub use events::{BookingEvent, IgnoredReason, PartnerReportedStatus, PartnerSource};
+pub use status::{BookingStatus, Customer};

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::Patient;
+use super::status::Patient;
 
 /// A command for the [`Visit`](super::Visit) aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

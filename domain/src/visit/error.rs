@@ -1,6 +1,6 @@
 //! Why a visit command was refused.
 
-use super::aggregate::VisitStatus;
+use super::status::VisitStatus;
 
 /// A visit command was refused; no event was written. Each variant says what the caller should do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

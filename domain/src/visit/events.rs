@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use super::aggregate::Patient;
+use super::status::Patient;
 
 /// An event of the [`Visit`](super::Visit) aggregate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,17 +11,25 @@
 //! afterwards as jobs and are recorded back as events, so a status view can say "completed, report failed".
 //!
 //! # Layout
+//! - `status`: [`VisitStatus`], [`SideEffectStatus`] and [`Patient`], the vocabulary every other module here
+//!   builds on (it imports none of them).
 //! - `commands`: [`VisitCommand`].
 //! - `events`: [`VisitEvent`].
 //! - `error`: [`VisitError`].
 //! - `aggregate`: the [`Visit`] state, its transition rules and its `apply`.
+//! - `tests` (test builds only): the given/when/then tests of the aggregate, one per rule.
 
 mod aggregate;
 mod commands;
 mod error;
 mod events;
+mod status;
 
-pub use aggregate::{Patient, SideEffectStatus, Visit, VisitStatus};
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::Visit;
 pub use commands::VisitCommand;
 pub use error::VisitError;
 pub use events::VisitEvent;
+pub use status::{Patient, SideEffectStatus, VisitStatus};
