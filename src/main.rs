@@ -242,10 +242,10 @@ struct PartnerSimArgs {
     #[arg(long, env = "TRAILBOOK_PARTNER_ADDR", default_value = "127.0.0.1:8090")]
     addr: SocketAddr,
     /// Where it sends signed status callbacks.
-    #[arg(long, default_value = workers::partner_sim::DEFAULT_CALLBACK_URL)]
+    #[arg(long, default_value = simulator::DEFAULT_CALLBACK_URL)]
     callback_url: String,
     /// Where it sends signed payment webhooks.
-    #[arg(long, default_value = workers::partner_sim::DEFAULT_PAYMENT_WEBHOOK_URL)]
+    #[arg(long, default_value = simulator::DEFAULT_PAYMENT_WEBHOOK_URL)]
     payment_webhook_url: String,
     #[command(flatten)]
     faults: FaultArgs,
@@ -279,13 +279,13 @@ struct FaultArgs {
 }
 
 impl FaultArgs {
-    fn faults(&self) -> workers::partner_sim::Faults {
+    fn faults(&self) -> simulator::Faults {
         let base = if self.chaos {
-            workers::partner_sim::Faults::chaos()
+            simulator::Faults::chaos()
         } else {
-            workers::partner_sim::Faults::none()
+            simulator::Faults::none()
         };
-        workers::partner_sim::Faults {
+        simulator::Faults {
             latency_ms: self.latency_ms.unwrap_or(base.latency_ms),
             timeout_after_success: self
                 .timeout_after_success
@@ -803,19 +803,19 @@ async fn serve_until_signal(
                     "partner-secret",
                 )
                 .map_err(secret_failure)?;
-                let config = workers::partner_sim::SimConfig {
+                let config = simulator::SimConfig {
                     callback_url: command_local
                         .map(|addr| format!("http://{addr}/v1/partner/callbacks")),
                     payment_webhook_url: command_local
                         .map(|addr| format!("http://{addr}/v1/payments/webhooks")),
                     secret: secret.to_vec(),
-                    ..workers::partner_sim::SimConfig::default()
+                    ..simulator::SimConfig::default()
                 };
                 let stopped = stop.stopped();
                 tasks.push((
                     "partner simulator",
                     tokio::spawn(async move {
-                        workers::partner_sim::serve(listener, config, stopped)
+                        simulator::serve(listener, config, stopped)
                             .await
                             .map_err(|e| error_chain(&e))
                     }),
@@ -1083,14 +1083,14 @@ async fn partner_sim(db_args: &DbArgs, args: &PartnerSimArgs) -> Result<(), Fail
     let listener = bind(args.addr, "--addr").await?;
     let local = local_addr(&listener)?;
     println!("trailbook partner simulator: http://{local}");
-    let config = workers::partner_sim::SimConfig {
+    let config = simulator::SimConfig {
         callback_url: Some(args.callback_url.clone()),
         payment_webhook_url: Some(args.payment_webhook_url.clone()),
         secret: secret.to_vec(),
         faults: args.faults.faults(),
-        ..workers::partner_sim::SimConfig::default()
+        ..simulator::SimConfig::default()
     };
-    workers::partner_sim::serve(listener, config, telemetry::shutdown_signal())
+    simulator::serve(listener, config, telemetry::shutdown_signal())
         .await
         .map_err(|e| Failure {
             code: 1,
