@@ -16,7 +16,7 @@
 //! - `sql`: the text of the command path's writes (append, slot claim, idempotency record), shared with
 //!   the command API and the bench.
 //! - `embedded`: the private PostgreSQL cluster under the data dir.
-//! - `testing`: a fresh database per test.
+//! - `testing` (feature `testing`, for tests only): a fresh database per test.
 //! - `error`: [`Error`] and [`CommandError`].
 #![forbid(unsafe_code)]
 
@@ -30,6 +30,7 @@ pub mod log;
 pub mod metadata;
 pub mod notify;
 pub mod sql;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{CommandError, Error, HookError, Result};
