@@ -16,7 +16,8 @@
 //! - `sql`: the text of the command path's writes (append, slot claim, idempotency record), shared with
 //!   the command API and the bench.
 //! - `embedded`: the private PostgreSQL cluster under the data dir.
-//! - `testing` (feature `testing`, for tests only): a fresh database per test.
+//! - `testing` (feature `testing`, for tests and the bench only): a fresh database per test, pre-written
+//!   event logs for measuring the projector.
 //! - `error`: [`Error`] and [`CommandError`].
 #![forbid(unsafe_code)]
 
