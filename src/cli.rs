@@ -235,10 +235,10 @@ pub struct PartnerSimArgs {
     #[arg(long, env = "TRAILBOOK_PARTNER_ADDR", default_value = "127.0.0.1:8090")]
     pub addr: SocketAddr,
     /// Where it sends signed status callbacks.
-    #[arg(long, default_value = workers::partner_sim::DEFAULT_CALLBACK_URL)]
+    #[arg(long, default_value = simulator::DEFAULT_CALLBACK_URL)]
     pub callback_url: String,
     /// Where it sends signed payment webhooks.
-    #[arg(long, default_value = workers::partner_sim::DEFAULT_PAYMENT_WEBHOOK_URL)]
+    #[arg(long, default_value = simulator::DEFAULT_PAYMENT_WEBHOOK_URL)]
     pub payment_webhook_url: String,
     #[command(flatten)]
     pub faults: FaultArgs,
@@ -276,13 +276,13 @@ pub struct FaultArgs {
 }
 
 impl FaultArgs {
-    pub fn faults(&self) -> workers::partner_sim::Faults {
+    pub fn faults(&self) -> simulator::Faults {
         let base = if self.chaos {
-            workers::partner_sim::Faults::chaos()
+            simulator::Faults::chaos()
         } else {
-            workers::partner_sim::Faults::none()
+            simulator::Faults::none()
         };
-        workers::partner_sim::Faults {
+        simulator::Faults {
             latency_ms: self.latency_ms.unwrap_or(base.latency_ms),
             timeout_after_success: self
                 .timeout_after_success

@@ -217,17 +217,17 @@ async fn serve_until_signal(
         let partner_url = match (partner, &args.partner_url) {
             (Some(listener), _) => {
                 let url = listening.partner_simulator.clone().unwrap_or_default();
-                let config = workers::partner_sim::SimConfig {
+                let config = simulator::SimConfig {
                     callback_url: command_local
                         .map(|addr| format!("http://{addr}/v1/partner/callbacks")),
                     payment_webhook_url: command_local
                         .map(|addr| format!("http://{addr}/v1/payments/webhooks")),
                     secret: secret(PARTNER_SECRET_ENV, db_args, "partner-secret")?,
-                    ..workers::partner_sim::SimConfig::default()
+                    ..simulator::SimConfig::default()
                 };
                 let stopped = parts_running.stopped();
                 parts_running.spawn("partner simulator", async move {
-                    workers::partner_sim::serve(listener, config, stopped)
+                    simulator::serve(listener, config, stopped)
                         .await
                         .map_err(|e| chain(&e))
                 });
@@ -350,15 +350,15 @@ pub async fn partner_sim(db_args: &DbArgs, args: &PartnerSimArgs) -> Result<(), 
         partner_simulator: Some(format!("http://{}", local_addr(&listener)?)),
         ..Listening::default()
     };
-    let config = workers::partner_sim::SimConfig {
+    let config = simulator::SimConfig {
         callback_url: Some(args.callback_url.clone()),
         payment_webhook_url: Some(args.payment_webhook_url.clone()),
         secret,
         faults: args.faults.faults(),
-        ..workers::partner_sim::SimConfig::default()
+        ..simulator::SimConfig::default()
     };
     listening.announce(args.ready_file.as_deref())?;
-    workers::partner_sim::serve(listener, config, telemetry::shutdown_signal())
+    simulator::serve(listener, config, telemetry::shutdown_signal())
         .await
         .map_err(|e| Failure {
             code: 1,

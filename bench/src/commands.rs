@@ -25,7 +25,7 @@ use domain::values::{Actor, Currency, Email, Money, Role};
 use domain::Booking;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgPool};
-use store::{Appended, CommandContext, EventMetadata, EventStore, ExecuteOptions};
+use store::{sql, Appended, CommandContext, EventMetadata, EventStore, ExecuteOptions};
 use uuid::Uuid;
 
 use crate::error::{chain, Context, Error, Result};
@@ -206,28 +206,8 @@ pub async fn inproc_create(store: EventStore, seq: Arc<Seq>) -> Result<()> {
     Ok(())
 }
 
-/// The multi-row append of `store::event_store` (`APPEND_SQL`), verbatim.
-const APPEND_SQL: &str = "
-    insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    select $1, $2, t.sequence, t.event_type, t.event_version, t.payload, t.metadata
-    from unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-         as t(sequence, event_type, event_version, payload, metadata)
-    returning global_position";
-
-const CLAIM_SQL: &str = "insert into resource_claims (booking_id, partner, resource, period)
-         values ($1, $2, $3, tstzrange($4, $5, '[)'))
-         on conflict do nothing";
-
-const RECORD_SQL: &str = "insert into idempotency_keys
-                 (scope, idempotency_key, request_hash, aggregate_type, aggregate_id, status_code, response, expires_at)
-             values ($1, $2, $3, $4, $5, 202, $6, now() + $7)
-             on conflict (scope, idempotency_key) do update
-                 set request_hash = excluded.request_hash, aggregate_type = excluded.aggregate_type,
-                     aggregate_id = excluded.aggregate_id, status_code = excluded.status_code,
-                     response = excluded.response, created_at = now(), expires_at = excluded.expires_at
-                 where idempotency_keys.expires_at <= now()";
-
-/// `raw_sql`: the same statements, rows and transaction shape as the command path, sent directly.
+/// `raw_sql`: the same statements (the store's own text, `store::sql`), rows and transaction shape as the
+/// command path, sent directly.
 pub async fn raw_sql(pool: PgPool, seq: Arc<Seq>) -> Result<()> {
     let n = seq.next();
     let key = format!("key-{n}");
@@ -246,7 +226,7 @@ pub async fn raw_sql(pool: PgPool, seq: Arc<Seq>) -> Result<()> {
 
     let mut conn = pool.acquire().await.context("raw acquire")?;
     let mut tx = conn.begin().await.context("raw begin")?;
-    let positions: Vec<i64> = sqlx::query_scalar(APPEND_SQL)
+    let positions: Vec<i64> = sqlx::query_scalar(sql::APPEND_EVENTS)
         .bind("booking")
         .bind(&id)
         .bind(vec![1_i64])
@@ -258,7 +238,7 @@ pub async fn raw_sql(pool: PgPool, seq: Arc<Seq>) -> Result<()> {
         .await
         .context("raw append")?;
     let position = positions.into_iter().max().unwrap_or_default();
-    sqlx::query(CLAIM_SQL)
+    sqlx::query(sql::CLAIM_SLOT)
         .bind(&id)
         .bind(&body.partner)
         .bind(&body.resource)
@@ -269,7 +249,7 @@ pub async fn raw_sql(pool: PgPool, seq: Arc<Seq>) -> Result<()> {
         .context("raw claim")?;
     let response =
         json!({"booking_id": id, "status": "requested", "version": 1, "position": position});
-    sqlx::query(RECORD_SQL)
+    sqlx::query(sql::RECORD_IDEMPOTENCY_KEY)
         .bind(CLIENT)
         .bind(&key)
         .bind(&hash)

@@ -117,25 +117,16 @@ where
         let aggregate_id = change.aggregate_id;
         let response = (self.response)(change.after, appended);
         // An expired record of the same key is replaced; a live one means a concurrent winner.
-        let written = sqlx::query(
-            "insert into idempotency_keys
-                 (scope, idempotency_key, request_hash, aggregate_type, aggregate_id, status_code, response, expires_at)
-             values ($1, $2, $3, $4, $5, 202, $6, now() + $7)
-             on conflict (scope, idempotency_key) do update
-                 set request_hash = excluded.request_hash, aggregate_type = excluded.aggregate_type,
-                     aggregate_id = excluded.aggregate_id, status_code = excluded.status_code,
-                     response = excluded.response, created_at = now(), expires_at = excluded.expires_at
-                 where idempotency_keys.expires_at <= now()",
-        )
-        .bind(&self.scope)
-        .bind(&self.key)
-        .bind(&self.request_hash)
-        .bind(self.aggregate_type)
-        .bind(aggregate_id)
-        .bind(response)
-        .bind(self.ttl)
-        .execute(&mut *tx)
-        .await?;
+        let written = sqlx::query(store::sql::RECORD_IDEMPOTENCY_KEY)
+            .bind(&self.scope)
+            .bind(&self.key)
+            .bind(&self.request_hash)
+            .bind(self.aggregate_type)
+            .bind(aggregate_id)
+            .bind(response)
+            .bind(self.ttl)
+            .execute(&mut *tx)
+            .await?;
         if written.rows_affected() == 0 {
             return Err(HookError::Refused {
                 code: "idempotency_key_in_use",

@@ -16,6 +16,7 @@ use sqlx::PgConnection;
 
 use crate::error::HookError;
 use crate::event_store::{Appended, Change, CommitHook};
+use crate::sql::CLAIM_SLOT;
 
 /// Claims the slot when a booking starts holding it; releases it when the booking stops holding it.
 #[derive(Debug, Clone, Copy)]
@@ -71,19 +72,14 @@ async fn claim(
     booking_id: &str,
     booking: &Booking,
 ) -> Result<(), HookError> {
-    // ON CONFLICT DO NOTHING also covers exclusion constraints; it waits for a concurrent claimer to finish.
-    let inserted = sqlx::query(
-        "insert into resource_claims (booking_id, partner, resource, period)
-         values ($1, $2, $3, tstzrange($4, $5, '[)'))
-         on conflict do nothing",
-    )
-    .bind(booking_id)
-    .bind(&booking.partner)
-    .bind(&booking.resource)
-    .bind(booking.starts_at)
-    .bind(booking.ends_at)
-    .execute(&mut *tx)
-    .await?;
+    let inserted = sqlx::query(CLAIM_SLOT)
+        .bind(booking_id)
+        .bind(&booking.partner)
+        .bind(&booking.resource)
+        .bind(booking.starts_at)
+        .bind(booking.ends_at)
+        .execute(&mut *tx)
+        .await?;
     if inserted.rows_affected() == 1 {
         return Ok(());
     }

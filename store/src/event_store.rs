@@ -21,6 +21,7 @@ use crate::error::{CommandError, Error, HookError, Result};
 use crate::log::{decode_event, RecordedEvent, RECORDED_COLUMNS};
 use crate::metadata::{CommandContext, EventMetadata};
 use crate::notify::CommitNotifier;
+use crate::sql::APPEND_EVENTS;
 
 /// Tuning of the event store.
 #[derive(Debug, Clone)]
@@ -339,14 +340,6 @@ const FOLD_SQL: &str = "
     from events e
     where e.aggregate_type = $1 and e.aggregate_id = $2 and e.sequence = 1
     order by kind, sequence";
-
-/// One multi-row INSERT for all events of a command.
-const APPEND_SQL: &str = "
-    insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    select $1, $2, t.sequence, t.event_type, t.event_version, t.payload, t.metadata
-    from unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-         as t(sequence, event_type, event_version, payload, metadata)
-    returning global_position";
 
 /// Why an append did not commit.
 enum AppendError {
@@ -678,7 +671,7 @@ impl EventStore {
                 })?,
             );
         }
-        let query = sqlx::query_scalar::<_, i64>(APPEND_SQL)
+        let query = sqlx::query_scalar::<_, i64>(APPEND_EVENTS)
             .bind(A::TYPE)
             .bind(id)
             .bind(sequences)

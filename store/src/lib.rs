@@ -13,8 +13,11 @@
 //! - `log`: the global log reader, which never skips an event of a slow transaction.
 //! - `notify`: [`notify::CommitNotifier`], a NOTIFY to the log's readers after commits, coalesced.
 //! - `metadata`: what is stored with every event (correlation, causation, actor).
+//! - `sql`: the text of the command path's writes (append, slot claim, idempotency record), shared with
+//!   the command API and the bench.
 //! - `embedded`: the private PostgreSQL cluster under the data dir.
-//! - `testing`: a fresh database per test.
+//! - `testing` (feature `testing`, for tests and the bench only): a fresh database per test, pre-written
+//!   event logs for measuring the projector.
 //! - `error`: [`Error`] and [`CommandError`].
 #![forbid(unsafe_code)]
 
@@ -27,6 +30,8 @@ pub mod event_store;
 pub mod log;
 pub mod metadata;
 pub mod notify;
+pub mod sql;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use error::{CommandError, Error, HookError, Result};

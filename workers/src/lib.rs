@@ -1,8 +1,9 @@
-//! Durable jobs and side effects: the job queue, the worker loop, the reactor that turns the global log into
-//! jobs, and the partner simulator used by tests and demos.
+//! Durable jobs and side effects: the job queue, the worker loop, and the reactor that turns the global log
+//! into jobs.
 //!
-//! Depends on `store` (global log reader, guarded connections) and never on the API crates. The job queue is
-//! our own, on two tables (`jobs`, `job_attempts`): see `docs/adr/0006-jobs.md` for why no job crate.
+//! Depends on `store` (global log reader, guarded connections) and never on the API crates, nor on the
+//! partner simulator (the `simulator` crate, which only its tests use). The job queue is our own, on two
+//! tables (`jobs`, `job_attempts`): see `docs/adr/0006-jobs.md` for why no job crate.
 //!
 //! # Layout
 //! - `compensation`: `partner.compensate`, `partner.release` and `payment.refund`, with a token bucket and
@@ -21,7 +22,6 @@
 //! - `worker`: the worker loop: handlers by kind, bounded concurrency per queue, lease reclaim, shutdown.
 //! - `reactor`: reads the global log and enqueues jobs, checkpoint and jobs in one transaction.
 //! - `service`: [`service::run`], the reactor and workers with every handler, for the CLI.
-//! - `partner_sim`: the partner simulator (axum) with fault injection.
 //! - `error`: [`Error`].
 #![forbid(unsafe_code)]
 
@@ -31,7 +31,6 @@ pub mod compensation;
 pub mod error;
 pub mod jobs;
 pub mod mail;
-pub mod partner_sim;
 pub mod partners;
 pub mod payments;
 pub mod reactor;

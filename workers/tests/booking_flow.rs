@@ -8,11 +8,11 @@ use domain::booking::{BookingCommand, BookingStatus, Customer};
 use domain::values::{Currency, Email, Money};
 use domain::Booking;
 use serde_json::{json, Value};
+use simulator::SimConfig;
 use store::testing::TestDb;
 use store::{CommandContext, EventStore, ExecuteOptions, StoreConfig};
 use workers::booking_flow::{DeadlineHandler, ReconcileHandler, ReserveHandler};
 use workers::compensation::{CompensateHandler, CompensationLimits};
-use workers::partner_sim::{self, SimConfig};
 use workers::partners::Partners;
 use workers::payments::CaptureHandler;
 use workers::reactor::{self, kinds};
@@ -39,7 +39,7 @@ async fn start_with(faults: Value, reactor_config: reactor::ReactorConfig) -> Fl
     let mut stops = Vec::new();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     stops.push(stop);
-    tokio::spawn(partner_sim::serve(
+    tokio::spawn(simulator::serve(
         listener,
         SimConfig {
             callback_url: None,
@@ -396,7 +396,7 @@ async fn service_run_confirms_a_booking_and_stops_on_shutdown() {
     let db = TestDb::new().await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sim = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(partner_sim::serve(
+    tokio::spawn(simulator::serve(
         listener,
         SimConfig {
             callback_url: None,
@@ -690,7 +690,7 @@ async fn the_room_can_be_booked_again_after_a_declined_payment_is_compensated() 
         .unwrap();
     flow.wait_for("d-1", BookingStatus::Confirmed).await;
 
-    flow.pay("d-1", partner_sim::DECLINED_CARD).await;
+    flow.pay("d-1", simulator::DECLINED_CARD).await;
     flow.wait_for("d-1", BookingStatus::Cancelled).await;
 
     flow.rebook("d-2", "room-77").await;
@@ -821,7 +821,7 @@ async fn one_correlation_id_runs_through_reserve_reconcile_payment_and_compensat
     flow.request_on("k-1", "room-k", &context).await.unwrap();
     flow.wait_for("k-1", BookingStatus::Confirmed).await;
     flow.faults(json!({})).await;
-    flow.pay("k-1", partner_sim::DECLINED_CARD).await;
+    flow.pay("k-1", simulator::DECLINED_CARD).await;
     flow.wait_for("k-1", BookingStatus::Cancelled).await;
 
     let history = flow.store.history("booking", "k-1").await.unwrap();

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
-use workers::partner_sim::{self, Faults, SimConfig};
+use simulator::{Faults, SimConfig};
 
 struct Sim {
     base: String,
@@ -19,7 +19,7 @@ async fn start(config: SimConfig) -> Sim {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(partner_sim::serve(listener, config, async {
+    tokio::spawn(simulator::serve(listener, config, async {
         let _ = stopped.await;
     }));
     Sim {
@@ -261,7 +261,7 @@ async fn payment_outcome_follows_the_card() {
             .json(&json!({"card": card, "amount": {"minor": 100, "currency": "EUR"}}))
             .send()
     };
-    let declined: Value = pay(partner_sim::DECLINED_CARD)
+    let declined: Value = pay(simulator::DECLINED_CARD)
         .await
         .unwrap()
         .json()
@@ -284,7 +284,7 @@ async fn callbacks_are_signed_and_duplicated_on_demand() {
             let sink = sink.clone();
             async move {
                 let sig = headers
-                    .get(partner_sim::SIGNATURE_HEADER)
+                    .get(simulator::SIGNATURE_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
@@ -334,8 +334,8 @@ async fn callbacks_are_signed_and_duplicated_on_demand() {
             .trim_start_matches("t=")
             .parse()
             .unwrap();
-        assert_eq!(sig, &partner_sim::sign(b"s3cret", t, body));
-        assert_ne!(sig, &partner_sim::sign(b"other", t, body));
+        assert_eq!(sig, &simulator::sign(b"s3cret", t, body));
+        assert_ne!(sig, &simulator::sign(b"other", t, body));
     }
 }
 
@@ -346,7 +346,7 @@ type Received = Arc<Mutex<Vec<(String, Option<String>, Value)>>>;
 async fn receiver(callbacks: Received, webhooks: Received) -> String {
     fn record(sink: &Received, headers: &HeaderMap, body: &Bytes) {
         let sig = headers
-            .get(partner_sim::SIGNATURE_HEADER)
+            .get(simulator::SIGNATURE_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
@@ -407,8 +407,8 @@ fn assert_signed(secret: &[u8], sig: &str, raw: &Value) {
         .trim_start_matches("t=")
         .parse()
         .unwrap();
-    assert_eq!(sig, partner_sim::sign(secret, t, body));
-    assert_ne!(sig, partner_sim::sign(b"other", t, body));
+    assert_eq!(sig, simulator::sign(secret, t, body));
+    assert_ne!(sig, simulator::sign(b"other", t, body));
 }
 
 /// Twenty concurrent payments and a later one with one idempotency key charge once: every answer has the
@@ -458,12 +458,12 @@ async fn a_repeated_payment_with_one_key_charges_once() {
 #[tokio::test]
 async fn a_declined_card_gives_402_and_a_declined_entry_and_is_not_charged() {
     let sim = start(quiet()).await;
-    let response = sim.pay("k-2", partner_sim::DECLINED_CARD, "b-11").await;
+    let response = sim.pay("k-2", simulator::DECLINED_CARD, "b-11").await;
     assert_eq!(response.status(), 402);
     let declined: Value = response.json().await.unwrap();
     assert_eq!(declined["status"], "declined");
     assert_eq!(declined["reason"], "card declined");
-    let replay = sim.pay("k-2", partner_sim::DECLINED_CARD, "b-11").await;
+    let replay = sim.pay("k-2", simulator::DECLINED_CARD, "b-11").await;
     assert_eq!(replay.status(), 402);
     assert_eq!(
         replay.json::<Value>().await.unwrap()["payment_id"],
@@ -633,7 +633,7 @@ async fn refund_of_an_unknown_payment_is_404_and_of_a_declined_one_409() {
     assert_eq!(unknown.status(), 404);
     assert!(unknown.json::<Value>().await.unwrap()["error"].is_string());
     let declined: Value = sim
-        .pay("k-6", partner_sim::DECLINED_CARD, "b-15")
+        .pay("k-6", simulator::DECLINED_CARD, "b-15")
         .await
         .json()
         .await
@@ -762,7 +762,7 @@ async fn a_declined_payment_sends_a_declined_webhook() {
     })
     .await;
 
-    sim.pay("k-8", partner_sim::DECLINED_CARD, "b-17").await;
+    sim.pay("k-8", simulator::DECLINED_CARD, "b-17").await;
 
     let got = wait_for(&webhooks, 1).await;
     assert_eq!(got[0].2["event"], "payment.declined");

@@ -1,4 +1,5 @@
-//! A fresh, migrated database per test, on the server of `DATABASE_URL` or on a private cluster.
+//! A fresh, migrated database per test ([`TestDb`]), on the server of `DATABASE_URL` or on a private
+//! cluster.
 //!
 //! Tests never share state: each [`TestDb`] is a new database named `tbtest_<unix seconds>_<random>`,
 //! dropped when the value is dropped. Databases left behind by a crashed run are dropped by the next run
