@@ -1,45 +1,48 @@
 //! The projection runner: applies the global log to each projection, batch by batch, exactly once.
 //!
 //! # One batch
-//! In one transaction: lock the projection's checkpoint row (`select ... for update`), read up to
-//! `batch_size` events after it with [`store::log::read_after`] (by `(tx_id, global_position)`, below
-//! `pg_snapshot_xmin`, so no event of a slow transaction is ever skipped), apply them, move the checkpoint
-//! to the last one, commit. Read-model rows and checkpoint commit together or not at all, so a runner that
-//! dies anywhere (before, during or after the commit) leaves either the old checkpoint with the old rows
-//! or the new checkpoint with the new rows, and the next runner continues from there.
+//! In one transaction: lock the projection's checkpoint row ([`Checkpoints::lock`], `select ... for
+//! update`), read up to `batch_size` events after it with [`store::log::read_after`] (by `(tx_id,
+//! global_position)`, below `pg_snapshot_xmin`, so no event of a slow transaction is ever skipped), apply
+//! them, move the checkpoint to the last one ([`Checkpoints::advance`]), commit. Read-model rows and
+//! checkpoint commit together or not at all, so a runner that dies anywhere (before, during or after the
+//! commit) leaves either the old checkpoint with the old rows or the new checkpoint with the new rows, and
+//! the next runner continues from there.
 //!
 //! The row lock is the fence: a second runner's batch waits on it, and under READ COMMITTED re-reads the
 //! checkpoint the first one committed, so it continues after the first runner's events instead of applying
 //! them again. The advisory lock of `leader` only keeps standbys from queueing up on it.
 //!
 //! # Waking up
-//! A leader runs batches back to back while they come back full, doubling the batch each time up to
-//! `max_batch_size` (catch-up); otherwise it returns to `batch_size` and waits for a NOTIFY on
-//! [`CHANNEL`], a poll tick (`poll_interval`) or shutdown, then asks cheaply whether its projection has
+//! A leader is a [`Consumer`] driven by the store's [`LogFollower`]: it runs batches back to back while
+//! they come back full, doubling the batch each time up to `max_batch_size` (catch-up); otherwise it
+//! returns to `batch_size` and waits for a NOTIFY on [`CHANNEL`] (one LISTEN connection per process wakes
+//! every runner), a poll tick (`poll_interval`) or shutdown, then asks cheaply whether its projection has
 //! anything to read before opening a batch transaction. Writers do not NOTIFY from inside their append
 //! transaction: PostgreSQL serializes the commits of notifying transactions (see the migration).
 //!
 //! # Failures
 //! A failing batch (database down, an event that does not decode) is rolled back, logged with the
-//! projection, aggregate id and sequence, and retried with jittered exponential backoff; the checkpoint
-//! never moves past an event that was not applied.
+//! projection, aggregate id and sequence, and retried with the store's jittered exponential [`Backoff`];
+//! the checkpoint never moves past an event that was not applied. A leader pings its lock connection at
+//! most every two seconds and right after a failed batch, and steps down when the lock is gone.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
-use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection, PgPool};
-use store::{Checkpoint, RecordedEvent};
-use tokio::sync::{watch, Notify};
+use store::backoff::Backoff;
+use store::conn::Guarded;
+use store::consumer::{until_shutdown, Checkpoints, Consumer, LogFollower, Pace, Stop};
+use store::notify::{while_listening, Wake};
+use store::Checkpoint;
 
 use crate::error::{Error, Result};
 use crate::leader::{default_instance, AdvisoryLock, LEADER_CLASS};
 use crate::projection::{projection, Projection, Target, NAMES};
 use crate::shared_read::SharedReads;
 use crate::status::{publish_metrics, status};
-use store::conn::Guarded;
 
 /// The channel runners LISTEN on: a `NOTIFY trailbook_events` (outside any append transaction, e.g. from a
 /// [`store::notify::CommitNotifier`]) wakes them before their next poll.
@@ -116,7 +119,6 @@ pub async fn run_projections(
         .iter()
         .map(|name| projection(name))
         .collect::<Result<Vec<_>>>()?;
-    let (stop_tx, stop) = watch::channel(false);
     let reads = Arc::new(SharedReads::new(projections.len()));
     let runners: Vec<Runner> = projections
         .into_iter()
@@ -124,29 +126,31 @@ pub async fn run_projections(
             pool: pool.clone(),
             projection,
             config: config.clone(),
-            wake: Arc::new(Notify::new()),
+            wake: Wake::default(),
             reads: reads.clone(),
         })
         .collect();
-    let wakes: Vec<Arc<Notify>> = runners.iter().map(|r| r.wake.clone()).collect();
-
-    let work = async {
-        tokio::join!(
-            futures_util::future::join_all(runners.iter().map(|r| r.run(stop.clone()))),
-            listen(&pool, &config, &wakes, stop.clone()),
-            refresh_metrics(&pool, &config, stop.clone()),
-        );
+    let wakes: Vec<Wake> = runners.iter().map(|r| r.wake.clone()).collect();
+    let shutdown = async {
+        shutdown.await;
+        tracing::info!("projector stopping");
     };
-    tokio::pin!(work);
-    tokio::pin!(shutdown);
-    tokio::select! {
-        () = &mut shutdown => {
-            tracing::info!("projector stopping");
-            let _ = stop_tx.send(true);
+    let (pool, config, runners, wakes) = (&pool, &config, &runners, &wakes);
+    until_shutdown(shutdown, |stop| async move {
+        let work = async {
+            tokio::join!(
+                futures_util::future::join_all(runners.iter().map(|r| r.run(stop.clone()))),
+                refresh_metrics(pool, config, stop.clone()),
+            );
+        };
+        // One LISTEN connection per process wakes all its runners (best effort: they poll anyway).
+        if config.listen {
+            while_listening(pool, wakes, work).await;
+        } else {
             work.await;
         }
-        () = &mut work => {}
-    }
+    })
+    .await;
     Ok(())
 }
 
@@ -155,25 +159,25 @@ struct Runner {
     pool: PgPool,
     projection: &'static dyn Projection,
     config: Config,
-    wake: Arc<Notify>,
+    wake: Wake,
     /// The log batches this process's runners read, shared between them.
     reads: Arc<SharedReads>,
 }
 
 impl Runner {
-    async fn run(&self, mut stop: watch::Receiver<bool>) {
+    async fn run(&self, mut stop: Stop) {
         let name = self.projection.name();
         let instance = self.config.instance.as_str();
         let mut lock = AdvisoryLock::new(self.pool.clone(), instance, LEADER_CLASS, name);
         let mut standby_logged = false;
-        while !is_stopped(&stop) {
+        while !stop.is_stopped() {
             match lock.try_acquire().await {
                 Ok(true) => {
                     tracing::info!(projection = name, instance, "leading the projection");
                     metrics::gauge!("trailbook_projection_leader", "projection" => name).set(1.0);
-                    self.lead(&mut lock, &mut stop).await;
+                    self.lead(&mut lock, stop.clone()).await;
                     metrics::gauge!("trailbook_projection_leader", "projection" => name).set(0.0);
-                    if !is_stopped(&stop) {
+                    if !stop.is_stopped() {
                         tracing::warn!(
                             projection = name,
                             instance,
@@ -197,93 +201,81 @@ impl Runner {
                     "cannot reach the database to take the lead; retrying"
                 ),
             }
-            if !is_stopped(&stop) {
-                sleep_or_stop(self.config.leader_retry, &mut stop).await;
-            }
+            stop.sleep(self.config.leader_retry).await;
         }
         lock.release().await;
     }
 
     /// Applies batches while this process holds the lead; returns on shutdown or when the lock is lost.
-    async fn lead(&self, lock: &mut AdvisoryLock, stop: &mut watch::Receiver<bool>) {
+    async fn lead(&self, lock: &mut AdvisoryLock, stop: Stop) {
+        let pace = Pace {
+            batch_size: self.config.batch_size,
+            max_batch_size: self.config.max_batch_size,
+            poll_interval: self.config.poll_interval,
+            coalesce: self.config.coalesce,
+            min_batch_interval: self.config.min_batch_interval,
+            backoff: batch_backoff(self.config.max_backoff),
+        };
+        let mut leading = Leading {
+            runner: self,
+            lock,
+            checked: Some(Instant::now()),
+        };
+        LogFollower::new(pace, stop)
+            .woken_by(self.wake.clone())
+            .run(&mut leading)
+            .await;
+    }
+}
+
+/// The retry schedule of a failing batch: up to 100 ms × 2^failures, at most `max`.
+fn batch_backoff(max: Duration) -> Backoff {
+    Backoff {
+        base: Duration::from_millis(200),
+        max,
+    }
+}
+
+/// A runner while it leads: the [`Consumer`] of its projection.
+struct Leading<'a> {
+    runner: &'a Runner,
+    lock: &'a mut AdvisoryLock,
+    /// When the lock was last seen held (`None`: look at the next chance).
+    checked: Option<Instant>,
+}
+
+impl Consumer for Leading<'_> {
+    type Error = Error;
+
+    async fn batch(&mut self, limit: i64) -> Result<usize> {
+        let runner = self.runner;
+        apply_batch(&runner.pool, runner.projection, limit, &runner.reads).await
+    }
+
+    async fn has_pending(&mut self) -> Result<bool> {
+        let runner = self.runner;
+        Ok(CHECKPOINTS
+            .has_pending(&runner.pool, runner.projection.name())
+            .await?)
+    }
+
+    /// Whether the lock is still held: its connection is pinged at most every two seconds (and right
+    /// after a failed batch), so a process that lost it stops within about that.
+    async fn keep_going(&mut self) -> bool {
         const LOCK_CHECK: Duration = Duration::from_secs(2);
-        let name = self.projection.name();
-        let mut failures: u32 = 0;
-        let mut checked = Instant::now();
-        let base = self.config.batch_size.max(1);
-        let max = self.config.max_batch_size.max(base);
-        let mut size = base;
-        let mut started;
-        loop {
-            if is_stopped(stop) {
-                return;
-            }
-            if checked.elapsed() >= LOCK_CHECK {
-                if !lock.is_held().await {
-                    return;
-                }
-                checked = Instant::now();
-            }
-            started = Instant::now();
-            match apply_batch(&self.pool, self.projection, size, &self.reads).await {
-                Ok(n) => {
-                    failures = 0;
-                    if i64::try_from(n).unwrap_or(i64::MAX) >= size {
-                        size = size.saturating_mul(2).min(max);
-                        continue;
-                    }
-                    size = base;
-                }
-                Err(e) => {
-                    // Retry small: a batch that failed for its size (a statement too big, a timeout)
-                    // must not fail the same way forever.
-                    size = base;
-                    failures = failures.saturating_add(1);
-                    log_batch_error(name, &e, failures);
-                    metrics::counter!("trailbook_projection_batch_failures_total", "projection" => name)
-                        .increment(1);
-                    if !lock.is_held().await {
-                        return;
-                    }
-                    checked = Instant::now();
-                    sleep_or_stop(backoff(failures, self.config.max_backoff), stop).await;
-                    continue;
-                }
-            }
-            // Caught up: wait for a wake-up, then look before opening a transaction.
-            loop {
-                tokio::select! {
-                    () = self.wake.notified() => {}
-                    () = tokio::time::sleep(self.config.poll_interval) => {}
-                    _ = stop.changed() => {}
-                }
-                if is_stopped(stop) {
-                    return;
-                }
-                if checked.elapsed() >= LOCK_CHECK {
-                    if !lock.is_held().await {
-                        return;
-                    }
-                    checked = Instant::now();
-                }
-                match has_pending(&self.pool, name).await {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        let wait = self.config.coalesce.max(
-                            self.config
-                                .min_batch_interval
-                                .saturating_sub(started.elapsed()),
-                        );
-                        if !wait.is_zero() {
-                            sleep_or_stop(wait, stop).await;
-                        }
-                        break;
-                    }
-                    // On error, let the batch report it (with backoff).
-                    Err(_) => break,
-                }
-            }
+        if self.checked.is_some_and(|at| at.elapsed() < LOCK_CHECK) {
+            return true;
         }
+        self.checked = Some(Instant::now());
+        self.lock.is_held().await
+    }
+
+    fn failed(&mut self, error: &Error, failures: u32) {
+        let name = self.runner.projection.name();
+        log_batch_error(name, error, failures);
+        metrics::counter!("trailbook_projection_batch_failures_total", "projection" => name)
+            .increment(1);
+        self.checked = None;
     }
 }
 
@@ -353,7 +345,7 @@ async fn apply_batch(
     projection
         .apply_batch(&mut tx, Target::LIVE, events)
         .await?;
-    save_checkpoint(&mut tx, name, checkpoint, last).await?;
+    CHECKPOINTS.advance(&mut tx, name, checkpoint, last).await?;
     tx.commit().await?;
     conn.release();
 
@@ -372,157 +364,28 @@ async fn apply_batch(
     Ok(applied)
 }
 
+/// The projections' checkpoints: one row per projection, with the time of the last event applied.
+pub(crate) const CHECKPOINTS: Checkpoints =
+    Checkpoints::new("projection_checkpoints").with_event_time();
+
 /// Locks `name`'s checkpoint row for the rest of the transaction and returns it (creating the row for a
 /// projection that has none yet).
 pub(crate) async fn lock_checkpoint(conn: &mut PgConnection, name: &str) -> Result<Checkpoint> {
-    let select = "select tx_id, position from projection_checkpoints where name = $1 for update";
-    if let Some((tx_id, position)) = sqlx::query_as::<_, (i64, i64)>(select)
-        .bind(name)
-        .fetch_optional(&mut *conn)
-        .await?
-    {
-        return Ok(Checkpoint { tx_id, position });
-    }
-    sqlx::query("insert into projection_checkpoints (name) values ($1) on conflict do nothing")
-        .bind(name)
-        .execute(&mut *conn)
-        .await?;
-    let (tx_id, position) = sqlx::query_as::<_, (i64, i64)>(select)
-        .bind(name)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(Checkpoint { tx_id, position })
-}
-
-/// Moves `name`'s checkpoint from `from` (locked by this transaction) to `last`.
-pub(crate) async fn save_checkpoint(
-    conn: &mut PgConnection,
-    name: &str,
-    from: Checkpoint,
-    last: &RecordedEvent,
-) -> Result<()> {
-    let updated = sqlx::query(
-        "update projection_checkpoints
-         set tx_id = $2, position = $3, last_event_at = $4, updated_at = now()
-         where name = $1 and tx_id = $5 and position = $6",
-    )
-    .bind(name)
-    .bind(last.tx_id)
-    .bind(last.global_position)
-    .bind(last.recorded_at)
-    .bind(from.tx_id)
-    .bind(from.position)
-    .execute(&mut *conn)
-    .await?;
-    // Cannot happen while the row is locked by this transaction; checked anyway, so a broken fence fails
-    // the batch instead of applying it twice.
-    if updated.rows_affected() != 1 {
-        return Err(sqlx::Error::RowNotFound.into());
-    }
-    Ok(())
-}
-
-/// Whether the log has events after `name`'s checkpoint that a batch could read now (a plain read: no
-/// lock, no transaction id; about 0.1 ms).
-///
-/// Shaped like `read_after` on purpose: with `order by ... limit 1` the planner walks the
-/// `(tx_id, global_position)` index from the checkpoint. An `exists (...)` or a join to the checkpoint row
-/// makes it scan the whole table instead (it cannot know how far along the checkpoint is).
-pub(crate) async fn has_pending(pool: &PgPool, name: &str) -> Result<bool> {
-    let found: Option<i32> = sqlx::query_scalar(
-        "select 1 from events e
-         where (e.tx_id, e.global_position) > (
-                   (select tx_id from projection_checkpoints where name = $1)::text::xid8,
-                   (select position from projection_checkpoints where name = $1))
-           and e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         order by e.tx_id, e.global_position
-         limit 1",
-    )
-    .bind(name)
-    .fetch_optional(pool)
-    .await?;
-    Ok(found.is_some())
-}
-
-/// Forwards NOTIFYs on [`CHANNEL`] to every runner until stopped. Best effort: runners poll anyway.
-async fn listen(
-    pool: &PgPool,
-    config: &Config,
-    wakes: &[Arc<Notify>],
-    mut stop: watch::Receiver<bool>,
-) {
-    if !config.listen {
-        return;
-    }
-    let mut listener: Option<PgListener> = None;
-    while !is_stopped(&stop) {
-        let active = match &mut listener {
-            Some(listener) => listener,
-            None => match connect_listener(pool).await {
-                Ok(connected) => listener.insert(connected),
-                Err(e) => {
-                    tracing::debug!(error = %e, "cannot LISTEN; relying on polling for now");
-                    sleep_or_stop(Duration::from_secs(5), &mut stop).await;
-                    continue;
-                }
-            },
-        };
-        tokio::select! {
-            received = active.try_recv() => match received {
-                Ok(Some(_)) => wakes.iter().for_each(|w| w.notify_one()),
-                // The connection was lost; the next try_recv reconnects. Wake runners to look meanwhile.
-                Ok(None) => wakes.iter().for_each(|w| w.notify_one()),
-                Err(e) => {
-                    tracing::debug!(error = %e, "LISTEN connection failed; reconnecting");
-                    listener = None;
-                    sleep_or_stop(Duration::from_secs(1), &mut stop).await;
-                }
-            },
-            _ = stop.changed() => {}
-        }
-    }
-}
-
-async fn connect_listener(pool: &PgPool) -> Result<PgListener> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
-    Ok(listener)
+    Ok(CHECKPOINTS.lock(conn, name).await?)
 }
 
 /// Refreshes the lag gauges every `metrics_interval` until stopped.
-async fn refresh_metrics(pool: &PgPool, config: &Config, mut stop: watch::Receiver<bool>) {
+async fn refresh_metrics(pool: &PgPool, config: &Config, mut stop: Stop) {
     if config.metrics_interval.is_zero() {
         return;
     }
-    while !is_stopped(&stop) {
+    while !stop.is_stopped() {
         match status(pool).await {
             Ok(statuses) => publish_metrics(&statuses),
             Err(e) => tracing::debug!(error = %e, "cannot refresh projection lag gauges"),
         }
-        sleep_or_stop(config.metrics_interval, &mut stop).await;
+        stop.sleep(config.metrics_interval).await;
     }
-}
-
-fn is_stopped(stop: &watch::Receiver<bool>) -> bool {
-    *stop.borrow()
-}
-
-/// Sleeps for `duration`, or less if a stop is signalled (or its sender is gone).
-async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) {
-    if is_stopped(stop) {
-        return;
-    }
-    tokio::select! {
-        () = tokio::time::sleep(duration) => {}
-        _ = stop.changed() => {}
-    }
-}
-
-/// Jittered exponential backoff after `failures` consecutive failures: up to 100 ms × 2^failures, capped.
-fn backoff(failures: u32, max: Duration) -> Duration {
-    let cap = Duration::from_millis(100u64 << failures.min(16)).min(max);
-    let millis = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX).max(2);
-    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
 }
 
 #[cfg(test)]
@@ -533,10 +396,11 @@ mod tests {
     #[test]
     fn backoff_grows_and_is_capped() {
         let max = Duration::from_secs(30);
-        assert!(backoff(1, max) <= Duration::from_millis(200));
-        assert!(backoff(1, max) >= Duration::from_millis(100));
+        let backoff = |failures| batch_backoff(max).delay(failures);
+        assert!(backoff(1) <= Duration::from_millis(200));
+        assert!(backoff(1) >= Duration::from_millis(100));
         for failures in [10, 20, 1000] {
-            let wait = backoff(failures, max);
+            let wait = backoff(failures);
             assert!(wait <= max && wait >= max / 2, "{wait:?}");
         }
     }

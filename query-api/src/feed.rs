@@ -1,18 +1,21 @@
 //! Live updates: one task per process follows the global log and broadcasts what changed; GraphQL
 //! subscriptions (`bookingChanged`, `visitChanged`, `statusBoardChanged`) filter it.
 //!
-//! The task reads the log only while someone subscribes (otherwise it just keeps its cursor at the tail:
-//! live feeds do not replay history), with the same never-skip reader as the projector
-//! (`store::log::read_after`). It wakes on the
-//! `trailbook_events` NOTIFY that writers send after their commits, and polls as a fallback.
+//! The task is a [`Consumer`] driven by the store's [`LogFollower`], without a checkpoint: live feeds do
+//! not replay history, so its cursor lives in memory. It reads the log only while someone subscribes
+//! (otherwise it just keeps its cursor at the tail), with the same never-skip reader as the projector
+//! (`store::log::read_after`). It wakes on the `trailbook_events` NOTIFY that writers send after their
+//! commits ([`while_listening`]), and polls as a fallback.
 
 use std::time::Duration;
 
 use async_graphql::{Context, Subscription, ID};
 use domain::values::Role;
 use futures_util::stream::{Stream, StreamExt};
-use sqlx::postgres::PgListener;
 use sqlx::PgPool;
+use store::backoff::Backoff;
+use store::consumer::{Consumer, LogFollower, Pace, Stop};
+use store::notify::{while_listening, Wake};
 use store::{log, Checkpoint};
 use tokio::sync::broadcast;
 
@@ -52,68 +55,85 @@ impl Feed {
     }
 }
 
+/// Events read in one go while subscribers listen.
+const BATCH: i64 = 500;
+
 async fn follow(pool: PgPool, sender: broadcast::WeakSender<Change>, poll: Duration) {
-    let mut listener = match PgListener::connect_with(&pool).await {
-        Ok(mut l) => match l.listen(store::notify::CHANNEL).await {
-            Ok(()) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, "live feed cannot LISTEN; polling only");
-                None
-            }
+    // Reading never fails the batch (a failed read is logged and retried at the next wake-up or poll), so
+    // the backoff is never used.
+    let pace = Pace::fixed(
+        BATCH,
+        poll,
+        Backoff {
+            base: poll,
+            max: poll,
         },
-        Err(e) => {
-            tracing::warn!(error = %e, "live feed cannot LISTEN; polling only");
-            None
-        }
+    );
+    let wake = Wake::default();
+    let mut follower = LogFollower::new(pace, Stop::never()).woken_by(wake.clone());
+    let mut feed = Follow {
+        pool: &pool,
+        sender,
+        cursor: None,
     };
-    let mut cursor: Option<Checkpoint> = None;
-    loop {
-        let Some(sender) = sender.upgrade() else {
-            return;
+    while_listening(&pool, &[wake], follower.run(&mut feed)).await;
+}
+
+/// The live feed's reader: its cursor, and the broadcast side it feeds while it has subscribers.
+struct Follow<'a> {
+    pool: &'a PgPool,
+    sender: broadcast::WeakSender<Change>,
+    cursor: Option<Checkpoint>,
+}
+
+impl Consumer for Follow<'_> {
+    type Error = std::convert::Infallible;
+
+    async fn batch(&mut self, limit: i64) -> Result<usize, Self::Error> {
+        let Some(sender) = self.sender.upgrade() else {
+            return Ok(0);
         };
-        if sender.receiver_count() == 0 || cursor.is_none() {
+        if sender.receiver_count() == 0 || self.cursor.is_none() {
             // Nobody listens: keep the cursor at the tail without reading events. The tail is taken
             // before the count is checked, so a subscriber that arrives later folds its first state after
             // that tail, and every event after the tail still reaches it.
-            if let Ok(tail) = log::tail(&pool).await {
-                if sender.receiver_count() == 0 || cursor.is_none() {
-                    cursor = Some(tail);
+            if let Ok(tail) = log::tail(self.pool).await {
+                if sender.receiver_count() == 0 || self.cursor.is_none() {
+                    self.cursor = Some(tail);
                 }
             }
         }
-        if sender.receiver_count() > 0 {
-            if let Some(after) = cursor {
-                match log::read_after(&pool, after, 500).await {
-                    Ok(events) => {
-                        for e in &events {
-                            let _ = sender.send(Change {
-                                aggregate_type: e.aggregate_type.clone(),
-                                aggregate_id: e.aggregate_id.clone(),
-                                sequence: e.sequence,
-                                position: e.global_position,
-                            });
-                        }
-                        if let Some(last) = events.last() {
-                            cursor = Some(last.checkpoint());
-                            if events.len() == 500 {
-                                continue;
-                            }
-                        }
-                    }
-                    Err(e) => tracing::debug!(error = %e, "live feed could not read the log"),
-                }
+        let Some(after) = self.cursor.filter(|_| sender.receiver_count() > 0) else {
+            return Ok(0);
+        };
+        let events = match log::read_after(self.pool, after, limit).await {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::debug!(error = %e, "live feed could not read the log");
+                return Ok(0);
             }
+        };
+        for e in &events {
+            let _ = sender.send(Change {
+                aggregate_type: e.aggregate_type.clone(),
+                aggregate_id: e.aggregate_id.clone(),
+                sequence: e.sequence,
+                position: e.global_position,
+            });
         }
-        drop(sender);
-        match listener.as_mut() {
-            Some(l) => {
-                if let Ok(Err(_)) = tokio::time::timeout(poll, l.recv()).await {
-                    // The connection broke (it reconnects on the next call): do not spin meanwhile.
-                    tokio::time::sleep(poll).await;
-                }
-            }
-            None => tokio::time::sleep(poll).await,
+        if let Some(last) = events.last() {
+            self.cursor = Some(last.checkpoint());
         }
+        Ok(events.len())
+    }
+
+    /// The feed ends with the last [`Feed`].
+    async fn keep_going(&mut self) -> bool {
+        self.sender.strong_count() > 0
+    }
+
+    fn failed(&mut self, error: &Self::Error, _failures: u32) {
+        match *error {}
     }
 }
 

@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use domain::AggregateSchema;
-use rand::Rng;
 use sqlx::{Connection, PgConnection, PgPool};
 
+use crate::backoff::Backoff;
 use crate::conn::Guarded;
 use crate::error::{CommandError, Error, HookError, Result};
 use crate::log::{decode_event, RecordedEvent, RECORDED_COLUMNS};
@@ -622,7 +622,7 @@ impl EventStore {
                 Err(AppendError::Conflict) if attempt < self.config.max_conflict_retries => {
                     attempt += 1;
                     tracing::debug!(attempt, "concurrency conflict; retrying the command");
-                    tokio::time::sleep(backoff(attempt)).await;
+                    tokio::time::sleep(CONFLICT_BACKOFF.delay(attempt)).await;
                 }
                 Err(AppendError::Conflict) => {
                     let current = self.load::<A>(id).await?.version;
@@ -761,8 +761,8 @@ impl EventStore {
     }
 }
 
-/// Jittered exponential backoff: a random wait up to 2 ms × 2^attempt, capped at 100 ms.
-fn backoff(attempt: u32) -> Duration {
-    let cap_ms = (2u64 << attempt.min(16)).min(100);
-    Duration::from_millis(rand::rng().random_range(1..=cap_ms))
-}
+/// The waits between the re-runs of a command that lost a race: up to 2 ms × 2^attempt, at most 100 ms.
+const CONFLICT_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(4),
+    max: Duration::from_millis(100),
+};

@@ -23,8 +23,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgExecutor, PgPool};
+use store::backoff::Backoff;
 
-use crate::backoff::Backoff;
 use crate::error::{Error, Result};
 
 /// Where a job is in its life.

@@ -1,16 +1,15 @@
 //! Durable jobs and side effects: the job queue, the worker loop, and the reactor that turns the global log
 //! into jobs.
 //!
-//! Depends on `store` (global log reader, guarded connections) and never on the API crates, nor on the
-//! partner simulator (the `simulator` crate, which only its tests use). The job queue is our own, on two
-//! tables (`jobs`, `job_attempts`): see `docs/adr/0006-jobs.md` for why no job crate.
+//! Depends on `store` (global log reader and consumer, guarded connections, backoff) and never on the API
+//! crates, nor on the partner simulator (the `simulator` crate, which only its tests use). The job queue is
+//! our own, on two tables (`jobs`, `job_attempts`): see `docs/adr/0006-jobs.md` for why no job crate.
 //!
 //! # Layout
 //! - `compensation`: `partner.compensate`, `partner.release` and `payment.refund`, with a token bucket and
 //!   a circuit breaker per partner (and for the payment provider).
 //! - `jobs`: enqueue (in the caller's transaction, idempotent by dedupe key), claim under a lease with
 //!   `for update skip locked`, complete, fail with backoff, dead letters, operator replay, listing.
-//! - `backoff`: exponential backoff with jitter.
 //! - `booking_flow`: the `partner.reserve`, `partner.reconcile` and `booking.deadline` handlers and the
 //!   partner client.
 //! - `partners`: the partners file, a client per partner (credentials, timeouts, limits), rustls.
@@ -25,7 +24,6 @@
 //! - `error`: [`Error`].
 #![forbid(unsafe_code)]
 
-pub mod backoff;
 pub mod booking_flow;
 pub mod compensation;
 pub mod error;
@@ -40,7 +38,7 @@ pub mod visit_effects;
 pub mod worker;
 pub mod write_back;
 
-pub use backoff::Backoff;
 pub use error::{Error, Result};
 pub use jobs::{Claimed, Job, JobAttempt, JobDetail, JobFilter, JobSpec, JobState};
+pub use store::backoff::Backoff;
 pub use worker::{Handler, HandlerError, QueueConfig, Worker, WorkerConfig};

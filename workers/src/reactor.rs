@@ -1,29 +1,37 @@
 //! The reactor: turns events of the global log into jobs, exactly once.
 //!
 //! The global log is the outbox. One batch is one transaction, exactly like a projector batch: lock the
-//! reactor's row in `reactor_checkpoints` (`select ... for update`), read up to `batch_size` events after
-//! it with [`store::log::read_after`] (never skipping an event of a slow transaction), enqueue the jobs of
-//! those events, move the checkpoint, commit. Jobs and checkpoint commit together or not at all, so a
-//! reactor killed anywhere leaves either the old checkpoint and no jobs of the batch, or the new checkpoint
-//! and all of them. The row lock is the fence between two reactors (any number may run); the dedupe key of
-//! every job is a second line of defence and counts any hit in `jobs.dedupe_hits`.
+//! reactor's row in `reactor_checkpoints` ([`store::consumer::Checkpoints::lock`], `select ... for
+//! update`), read up to `batch_size` events after it with [`store::log::read_after`] (never skipping an
+//! event of a slow transaction), enqueue the jobs of those events, move the checkpoint, commit. Jobs and
+//! checkpoint commit together or not at all, so a reactor killed anywhere leaves either the old checkpoint
+//! and no jobs of the batch, or the new checkpoint and all of them. The row lock is the fence between two
+//! reactors (any number may run); the dedupe key of every job is a second line of defence and counts any
+//! hit in `jobs.dedupe_hits`.
+//!
+//! [`run`] drives the batches with the store's [`LogFollower`]: back to back while they come back full,
+//! then a poll every `poll_interval` that looks without locking before the next batch, and the
+//! [`Backoff`] between the retries of a failing one.
 
 use std::future::Future;
 use std::time::Duration;
 
 use serde_json::json;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{Connection, PgPool};
+use store::backoff::Backoff;
 use store::conn::Guarded;
+use store::consumer::{until_shutdown, Checkpoints, Consumer, LogFollower, Pace};
 use store::log::read_after;
 use store::{Checkpoint, RecordedEvent};
-use tokio::sync::watch;
 
-use crate::backoff::Backoff;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::jobs::{self, JobSpec};
 
 /// The name of the reactor's checkpoint row.
 pub const REACTOR: &str = "jobs";
+
+/// The reactors' checkpoints.
+const CHECKPOINTS: Checkpoints = Checkpoints::new("reactor_checkpoints");
 
 /// Job kinds the reactor enqueues.
 pub mod kinds {
@@ -185,7 +193,7 @@ pub async fn run_configured_batch(pool: &PgPool, config: &ReactorConfig) -> Resu
     let batch_size = config.batch_size;
     let mut conn = Guarded::acquire(pool).await?;
     let mut tx = conn.begin().await?;
-    let checkpoint = lock_checkpoint(&mut tx).await?;
+    let checkpoint = CHECKPOINTS.lock(&mut tx, REACTOR).await?;
     let events = read_after(&mut *tx, checkpoint, batch_size).await?;
     let Some(last) = events.last() else {
         tx.rollback().await?;
@@ -203,15 +211,9 @@ pub async fn run_configured_batch(pool: &PgPool, config: &ReactorConfig) -> Resu
             }
         }
     }
-    let next = last.checkpoint();
-    sqlx::query(
-        "update reactor_checkpoints set tx_id = $2, position = $3, updated_at = now() where name = $1",
-    )
-    .bind(REACTOR)
-    .bind(next.tx_id)
-    .bind(next.position)
-    .execute(&mut *tx)
-    .await?;
+    CHECKPOINTS
+        .advance(&mut tx, REACTOR, checkpoint, last)
+        .await?;
     tx.commit().await?;
     conn.release();
     tracing::debug!(events = events.len(), enqueued, "reactor batch committed");
@@ -219,37 +221,9 @@ pub async fn run_configured_batch(pool: &PgPool, config: &ReactorConfig) -> Resu
     Ok(events.len())
 }
 
-async fn lock_checkpoint(tx: &mut PgConnection) -> Result<Checkpoint> {
-    // The row exists from the migration; recreate it if someone deleted it.
-    sqlx::query("insert into reactor_checkpoints (name) values ($1) on conflict do nothing")
-        .bind(REACTOR)
-        .execute(&mut *tx)
-        .await?;
-    let (tx_id, position): (i64, i64) = sqlx::query_as(
-        "select tx_id, position from reactor_checkpoints where name = $1 for update",
-    )
-    .bind(REACTOR)
-    .fetch_one(&mut *tx)
-    .await?;
-    Ok(Checkpoint { tx_id, position })
-}
-
-/// Whether the log holds an event after the reactor's checkpoint (read without locking anything).
-async fn has_pending(pool: &PgPool) -> Result<bool> {
-    let after = checkpoint(pool).await?;
-    Ok(!read_after(pool, after, 1).await?.is_empty())
-}
-
 /// The reactor's checkpoint.
 pub async fn checkpoint(pool: &PgPool) -> Result<Checkpoint> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("select tx_id, position from reactor_checkpoints where name = $1")
-            .bind(REACTOR)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row
-        .map(|(tx_id, position)| Checkpoint { tx_id, position })
-        .unwrap_or_default())
+    Ok(CHECKPOINTS.get(pool, REACTOR).await?)
 }
 
 /// Runs batches until `shutdown` completes; a failing batch is rolled back, logged and retried with
@@ -259,52 +233,43 @@ pub async fn run(
     config: ReactorConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    let (stop_tx, mut stop) = watch::channel(false);
-    let work = async {
-        let mut failures: u32 = 0;
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            match run_configured_batch(&pool, &config).await {
-                Ok(n) => {
-                    failures = 0;
-                    if i64::try_from(n).unwrap_or(i64::MAX) >= config.batch_size {
-                        continue;
-                    }
-                    // Idle: look without locking before the next batch, since the batch's row lock
-                    // takes a transaction id and so a flushed commit, ten times a second for nothing.
-                    loop {
-                        sleep_or_stop(config.poll_interval, &mut stop).await;
-                        if *stop.borrow() || has_pending(&pool).await.unwrap_or(true) {
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    tracing::error!(error = %e, failures, "reactor batch failed; checkpoint unchanged, retrying");
-                    metrics::counter!("trailbook_reactor_batch_failures_total").increment(1);
-                    sleep_or_stop(config.backoff.delay(failures), &mut stop).await;
-                }
-            }
-        }
+    let pace = Pace::fixed(config.batch_size, config.poll_interval, config.backoff);
+    let mut reactor = Reactor {
+        pool: &pool,
+        config: &config,
     };
-    tokio::pin!(work);
-    tokio::pin!(shutdown);
-    tokio::select! {
-        () = &mut shutdown => {
-            let _ = stop_tx.send(true);
-            work.await;
-        }
-        () = &mut work => {}
-    }
+    until_shutdown(shutdown, |stop| async move {
+        LogFollower::new(pace, stop).run(&mut reactor).await;
+    })
+    .await;
     Ok(())
 }
 
-async fn sleep_or_stop(duration: Duration, stop: &mut watch::Receiver<bool>) {
-    tokio::select! {
-        () = tokio::time::sleep(duration) => {}
-        _ = stop.changed() => {}
+/// A running reactor: the [`Consumer`] of its checkpoint.
+struct Reactor<'a> {
+    pool: &'a PgPool,
+    config: &'a ReactorConfig,
+}
+
+impl Consumer for Reactor<'_> {
+    type Error = Error;
+
+    async fn batch(&mut self, limit: i64) -> Result<usize> {
+        let config = ReactorConfig {
+            batch_size: limit,
+            ..self.config.clone()
+        };
+        run_configured_batch(self.pool, &config).await
+    }
+
+    /// Idle: look without locking before the next batch, since the batch's row lock takes a transaction
+    /// id and so a flushed commit, ten times a second for nothing.
+    async fn has_pending(&mut self) -> Result<bool> {
+        Ok(CHECKPOINTS.has_pending(self.pool, REACTOR).await?)
+    }
+
+    fn failed(&mut self, error: &Error, failures: u32) {
+        tracing::error!(error = %error, failures, "reactor batch failed; checkpoint unchanged, retrying");
+        metrics::counter!("trailbook_reactor_batch_failures_total").increment(1);
     }
 }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
+use store::consumer::{until_shutdown, Stop};
 use store::{EventStore, StoreConfig};
-use tokio::sync::watch;
 
 use crate::booking_flow::{DeadlineHandler, ReconcileHandler, ReserveHandler};
 use crate::compensation::{CompensateHandler, CompensationLimits};
@@ -193,11 +193,8 @@ pub async fn run(
                 from,
             },
         );
-    let (stop_tx, stop) = watch::channel(false);
-    let stopped = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let work = async {
+    until_shutdown(shutdown, |stop| async move {
+        let stopped = |mut stop: Stop| async move { stop.stopped().await };
         let reactor = async {
             if config.run_reactor {
                 reactor::run(pool.clone(), config.reactor.clone(), stopped(stop.clone())).await
@@ -207,14 +204,6 @@ pub async fn run(
         };
         let (a, b) = tokio::join!(reactor, worker.run(stopped(stop.clone())));
         a.and(b)
-    };
-    tokio::pin!(work);
-    tokio::pin!(shutdown);
-    tokio::select! {
-        () = &mut shutdown => {
-            let _ = stop_tx.send(true);
-            work.await
-        }
-        result = &mut work => result,
-    }
+    })
+    .await
 }

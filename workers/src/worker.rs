@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::PgPool;
+use store::backoff::Backoff;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::backoff::Backoff;
 use crate::error::Result;
 use crate::jobs::{self, Claimed, FailOutcome, Job};
 
@@ -92,7 +92,10 @@ impl Default for WorkerConfig {
             lease: Duration::from_secs(60),
             poll_interval: Duration::from_millis(200),
             reclaim_interval: Duration::from_secs(5),
-            backoff: Backoff::default(),
+            backoff: Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(600),
+            },
         }
     }
 }
