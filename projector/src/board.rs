@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use crate::catalog::{STATUS_COUNTS, STATUS_ITEMS};
 use crate::error::{Error, Result};
 
 /// When an item counts as stuck: it has been in `status` (and, for visits, its report or e-mail is in the
@@ -181,10 +182,11 @@ pub async fn board(
     now: DateTime<Utc>,
     limit: i64,
 ) -> Result<Board> {
-    let counts: Vec<StatusCount> = sqlx::query_as(
-        "select aggregate_type, status, count from rm_status_counts
+    let counts: Vec<StatusCount> = sqlx::query_as(&format!(
+        "select aggregate_type, status, count from {}
          where count <> 0 order by aggregate_type, status",
-    )
+        STATUS_COUNTS.name
+    ))
     .fetch_all(pool)
     .await?;
 
@@ -193,10 +195,10 @@ pub async fn board(
     let reports: Vec<Option<&str>> = rules.iter().map(|r| r.report_status.as_deref()).collect();
     let emails: Vec<Option<&str>> = rules.iter().map(|r| r.email_status.as_deref()).collect();
     let ages: Vec<f64> = rules.iter().map(|r| r.older_than.as_secs_f64()).collect();
-    let stuck: Vec<StuckItem> = sqlx::query_as(
+    let stuck: Vec<StuckItem> = sqlx::query_as(&format!(
         "select i.aggregate_type, i.aggregate_id, i.status, i.since, i.report_status, i.email_status,
                 extract(epoch from $6 - i.since)::float8 as age_seconds
-         from rm_status_items i
+         from {} i
          where exists (
              select 1 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::float8[])
                  as r(aggregate_type, status, report_status, email_status, older_than)
@@ -206,7 +208,8 @@ pub async fn board(
                and i.since < $6 - make_interval(secs => r.older_than))
          order by i.since, i.aggregate_type, i.aggregate_id
          limit $7",
-    )
+        STATUS_ITEMS.name
+    ))
     .bind(&types)
     .bind(&statuses)
     .bind(&reports)

@@ -1,50 +1,18 @@
 //! Projection `bookings`: one `rm_bookings` row per booking, with its status, partner, amount, customer,
 //! the time it reached each status, and its folded state.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use domain::booking::{BookingEvent, BookingStatus};
 use domain::{AggregateSchema, Booking};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use store::RecordedEvent;
 
-use crate::error::Result;
-use crate::fold::{fold_batch, upsert_rows, FoldedRow};
-use crate::projection::{Projection, Target};
-
-/// The `bookings` projection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Bookings;
-
-const TABLE: &str = "rm_bookings";
-
-#[async_trait]
-impl Projection for Bookings {
-    fn name(&self) -> &'static str {
-        "bookings"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[TABLE]
-    }
-
-    async fn apply_batch(
-        &self,
-        conn: &mut PgConnection,
-        target: Target,
-        events: &[RecordedEvent],
-    ) -> Result<()> {
-        let table = target.table(TABLE);
-        let changed = fold_batch::<BookingRow>(conn, self.name(), &table, events).await?;
-        let rows: Vec<BookingRow> = changed.into_iter().map(|c| c.row).collect();
-        upsert_rows(conn, self.name(), &table, &["booking_id"], &rows).await
-    }
-}
+use crate::catalog::{self, Table};
+use crate::fold::{folded_row_fields, FoldedRow};
 
 /// A row of `rm_bookings` (field names are the column names).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct BookingRow {
     booking_id: String,
     owner: String,
@@ -106,64 +74,18 @@ impl BookingRow {
 
 impl FoldedRow for BookingRow {
     type Aggregate = Booking;
-    const ID_COLUMN: &'static str = "booking_id";
-    const TYPED: bool = false;
+    const TABLE: Table = catalog::BOOKINGS;
 
     fn new(id: &str) -> Self {
         Self {
             booking_id: id.to_owned(),
-            owner: String::new(),
             status: BookingStatus::default().as_str().to_owned(),
-            partner: String::new(),
-            resource: String::new(),
-            starts_at: DateTime::<Utc>::default(),
-            ends_at: DateTime::<Utc>::default(),
-            guests: 0,
-            amount_minor: None,
-            currency: None,
-            customer_name: None,
-            customer_email: None,
-            reservation_id: None,
-            payment_id: None,
-            partner_attempts: 0,
-            requested_at: None,
-            partner_pending_at: None,
-            confirmed_at: None,
-            paid_at: None,
-            rejected_at: None,
-            failed_at: None,
-            cancelled_at: None,
-            compensating_at: None,
-            compensation_failed_at: None,
-            payment_pending_at: None,
-            refunding_at: None,
-            refunded_at: None,
-            refund_failed_at: None,
-            status_since: DateTime::<Utc>::default(),
-            created_at: DateTime::<Utc>::default(),
-            updated_at: DateTime::<Utc>::default(),
-            version: 0,
-            last_position: 0,
             state_version: Booking::STATE_VERSION,
-            state: Booking::default(),
+            ..Self::default()
         }
     }
 
-    fn id(&self) -> &str {
-        &self.booking_id
-    }
-
-    fn state_version(&self) -> i32 {
-        self.state_version
-    }
-
-    fn version(&self) -> i64 {
-        self.version
-    }
-
-    fn status(&self) -> &str {
-        &self.status
-    }
+    folded_row_fields!(booking_id, timestamps);
 
     fn apply(&mut self, event: BookingEvent, recorded: &RecordedEvent) {
         let at = recorded.recorded_at;
@@ -174,12 +96,6 @@ impl FoldedRow for BookingRow {
             self.status_since = at;
             self.milestone(after).get_or_insert(at);
         }
-        if self.version == 0 {
-            self.created_at = at;
-        }
-        self.updated_at = at;
-        self.version = recorded.sequence;
-        self.last_position = recorded.global_position;
     }
 
     fn finish(&mut self) {

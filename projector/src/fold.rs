@@ -1,4 +1,5 @@
-//! Read-model rows that carry an aggregate's folded state, and how a batch updates them.
+//! Read-model rows that carry an aggregate's folded state, and how a batch updates them; [`PerAggregate`],
+//! the projections that are nothing but such rows (`bookings`, `visits`).
 //!
 //! A batch costs the same few round trips whatever its size: one query loads every row the batch touches
 //! (`row_to_json(t)`, parsed into the row struct with serde), the events are applied in memory by the
@@ -9,7 +10,9 @@
 //! during catch-up).
 
 use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
 
+use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use domain::AggregateSchema;
 use serde::de::DeserializeOwned;
@@ -18,7 +21,9 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use store::RecordedEvent;
 
+use crate::catalog::Table;
 use crate::error::{Error, Result};
+use crate::projection::{Batch, Writer};
 
 /// The event type of aggregate `A`.
 pub(crate) type EventOf<A> = <A as Aggregate>::Event;
@@ -26,14 +31,18 @@ pub(crate) type EventOf<A> = <A as Aggregate>::Event;
 /// A read-model row holding the state of one aggregate, folded from its events.
 ///
 /// Its serialized form (field name = column name) must contain `state`, `state_version` and `version`.
-pub(crate) trait FoldedRow: Serialize + DeserializeOwned + Send {
+pub(crate) trait FoldedRow: Serialize + DeserializeOwned + Send + Sync + 'static {
     type Aggregate: AggregateSchema;
 
-    /// Column holding the aggregate id.
-    const ID_COLUMN: &'static str;
+    /// The table of these rows, from the catalog; its key is the upsert's conflict target.
+    const TABLE: Table;
 
-    /// The table holds several aggregate types, told apart by an `aggregate_type` column (part of the key).
-    const TYPED: bool;
+    /// Column holding the aggregate id: the last of the key.
+    const ID_COLUMN: &'static str = Self::TABLE.key[Self::TABLE.key.len() - 1];
+
+    /// The table holds several aggregate types, told apart by an `aggregate_type` column: the key is
+    /// `(aggregate_type, ID_COLUMN)`.
+    const TYPED: bool = Self::TABLE.key.len() > 1;
 
     /// The row of an aggregate no event has been applied to yet.
     fn new(id: &str) -> Self;
@@ -51,11 +60,73 @@ pub(crate) trait FoldedRow: Serialize + DeserializeOwned + Send {
     fn status(&self) -> &str;
 
     /// Applies the next event of the aggregate: the state through the domain's `apply`, then the row's own
-    /// columns (milestones, version, position) from the event's log coordinates.
+    /// columns (milestones) from the event's log coordinates. The row's version is still the previous one.
     fn apply(&mut self, event: EventOf<Self::Aggregate>, recorded: &RecordedEvent);
+
+    /// Moves the row's log columns (version, position, update times) to `recorded`, just applied.
+    fn advance(&mut self, recorded: &RecordedEvent);
 
     /// Brings the columns copied from the state up to date (once per batch, after the last `apply`).
     fn finish(&mut self);
+}
+
+/// The [`FoldedRow`] items that only read or move a row's bookkeeping columns (`id`, `state_version`,
+/// `version`, `status`, and `advance`), for a row struct whose fields are named after its columns. `$id` is
+/// the field holding the aggregate id; `timestamps` adds `created_at` (set by the first event) and
+/// `updated_at`, which the rows of a per-aggregate read model keep.
+macro_rules! folded_row_fields {
+    ($id:ident) => {
+        folded_row_fields!(@read $id);
+
+        fn advance(&mut self, recorded: &store::RecordedEvent) {
+            self.version = recorded.sequence;
+            self.last_position = recorded.global_position;
+        }
+    };
+    ($id:ident, timestamps) => {
+        folded_row_fields!(@read $id);
+
+        fn advance(&mut self, recorded: &store::RecordedEvent) {
+            if self.version == 0 {
+                self.created_at = recorded.recorded_at;
+            }
+            self.updated_at = recorded.recorded_at;
+            self.version = recorded.sequence;
+            self.last_position = recorded.global_position;
+        }
+    };
+    (@read $id:ident) => {
+        fn id(&self) -> &str {
+            &self.$id
+        }
+
+        fn state_version(&self) -> i32 {
+            self.state_version
+        }
+
+        fn version(&self) -> i64 {
+            self.version
+        }
+
+        fn status(&self) -> &str {
+            &self.status
+        }
+    };
+}
+pub(crate) use folded_row_fields;
+
+/// A projection of one [`FoldedRow`] per aggregate in one table: `bookings`, `visits`.
+pub(crate) struct PerAggregate<R>(PhantomData<fn() -> R>);
+
+impl<R> PerAggregate<R> {
+    pub(crate) const NEW: Self = Self(PhantomData);
+}
+
+#[async_trait]
+impl<R: FoldedRow> Writer for PerAggregate<R> {
+    async fn write(&self, mut batch: Batch<'_>) -> Result<()> {
+        batch.fold::<R>().await.map(drop)
+    }
 }
 
 /// A row changed by a batch, with the status it had before (`None`: the row is new).
@@ -130,6 +201,7 @@ pub(crate) async fn fold_batch<R: FoldedRow>(
             .decode::<R::Aggregate>()
             .map_err(|e| apply_error(projection, recorded, e.to_string()))?;
         entry.row.apply(event, recorded);
+        entry.row.advance(recorded);
         touched.push(recorded.aggregate_id.clone());
     }
 

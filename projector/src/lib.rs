@@ -10,21 +10,29 @@
 //! and the others stand by to take over. [`rebuild`] builds a projection afresh beside the live tables and
 //! swaps them in atomically. [`status`] reports position and lag.
 //!
+//! The read side reads through [`catalog`]: every read-model table and the projection that writes it, the
+//! one trait an aggregate implements for the read side ([`ReadModel`]), and the reads of one row, of
+//! filtered pages and of freshness that the query API makes.
+//!
 //! # Layout
-//! - `projection`: the [`Projection`] trait, [`Target`] (live or rebuild tables) and the registry, [`NAMES`].
+//! - `catalog`: the read-model tables, [`ReadModel`], and reading rows and pages ([`catalog::ListQuery`]).
+//! - `projection`: the [`Projection`] trait, [`Target`] (live or rebuild tables), the registry ([`NAMES`]),
+//!   and the one batch implementation every projection plugs its writer into.
 //! - `fold`: rows holding an aggregate's folded state; one load and one upsert per batch.
-//! - `bookings`, `visits`, `status_board`, `timeline`: the four projections (`rm_*` tables).
+//! - `bookings`, `visits`, `status_board`, `timeline`: what each of the four projections writes (`rm_*`
+//!   tables).
 //! - `runner`: [`run`], batches, leadership loop, wake-ups, retries.
 //! - `leader`: advisory locks on dedicated connections.
 //! - `rebuild`: [`rebuild`] into fresh tables and the atomic swap; [`rebuild_status`].
-//! - `status`: [`status`], [`reached`] (read-your-writes), the Prometheus gauges.
+//! - `status`: [`status`], [`position`], [`reached`] (read-your-writes), the Prometheus gauges.
 //! - `board`: reading the status board: counts and stuck items ([`StuckRule`]).
 //! - `cli`: a progress bar for rebuilds and a status table, for `trailbook projections`.
 //! - `error`: [`Error`].
 #![forbid(unsafe_code)]
 
 pub mod board;
-pub mod bookings;
+mod bookings;
+pub mod catalog;
 pub mod cli;
 pub mod error;
 mod fold;
@@ -34,11 +42,12 @@ pub mod rebuild;
 pub mod runner;
 mod shared_read;
 pub mod status;
-pub mod status_board;
-pub mod timeline;
-pub mod visits;
+mod status_board;
+mod timeline;
+mod visits;
 
 pub use board::{board, Board, StatusCount, StuckItem, StuckRule};
+pub use catalog::ReadModel;
 pub use error::{Error, Result};
 pub use projection::{projection, Projection, Target, NAMES};
 pub use rebuild::{
@@ -46,4 +55,6 @@ pub use rebuild::{
     RebuildReport, RebuildStatus,
 };
 pub use runner::{apply_next_batch, run, run_projections, Config, CHANNEL};
-pub use status::{leaders, publish_metrics, reached, status, ProjectionStatus, LAG_COUNT_LIMIT};
+pub use status::{
+    leaders, position, publish_metrics, reached, status, ProjectionStatus, LAG_COUNT_LIMIT,
+};

@@ -1,11 +1,22 @@
-//! What a projection is, which tables it writes, and the registry of the four projections.
+//! What a projection is, the one way a batch is applied to any of them, and the registry of the four.
+//!
+//! A projection module supplies only what differs between projections: how a batch changes its tables
+//! (a [`Writer`], over the rows it folds or counts). Its name and its tables (from [`crate::catalog`]) are
+//! entries of the registry, and [`Projection`], which the runner and rebuilds drive, is implemented once,
+//! over every entry; so are folding rows ([`Batch::fold`]) and adding to counters ([`Batch::add_counts`]).
 
 use async_trait::async_trait;
+use serde::Serialize;
 use sqlx::PgConnection;
 use store::RecordedEvent;
 
+use crate::bookings::BookingRow;
+use crate::catalog::{self, Table};
 use crate::error::{Error, Result};
-use crate::{bookings, status_board, timeline, visits};
+use crate::fold::{fold_batch, upsert_rows, Changed, FoldedRow, PerAggregate};
+use crate::status_board::StatusBoard;
+use crate::timeline::Timeline;
+use crate::visits::VisitRow;
 
 /// Names of all projections, in the order `status` reports them.
 pub const NAMES: [&str; 4] = ["bookings", "visits", "status_board", "timeline"];
@@ -52,14 +63,118 @@ pub trait Projection: Send + Sync + 'static {
     ) -> Result<()>;
 }
 
+/// A batch of the log being applied to one projection's tables, inside the batch's transaction.
+pub(crate) struct Batch<'a> {
+    pub conn: &'a mut PgConnection,
+    /// The projection's name, for errors and logs.
+    pub projection: &'static str,
+    pub target: Target,
+    pub events: &'a [RecordedEvent],
+}
+
+impl Batch<'_> {
+    /// Folds the events of `R::Aggregate` into their rows of `R::TABLE` and writes every changed row back
+    /// in one statement; returns those rows, each with the status it had before.
+    pub async fn fold<R: FoldedRow>(&mut self) -> Result<Vec<Changed<R>>> {
+        let table = self.target.table(R::TABLE.name);
+        let changed = fold_batch::<R>(self.conn, self.projection, &table, self.events).await?;
+        let rows: Vec<&R> = changed.iter().map(|c| &c.row).collect();
+        upsert_rows(self.conn, self.projection, &table, R::TABLE.key, &rows).await?;
+        Ok(changed)
+    }
+
+    /// Adds `rows` to the counters of `table` in one statement. A row serializes as the table's key
+    /// columns and a `count`: the amount to add (a row new to the table starts at it).
+    pub async fn add_counts<R: Serialize>(&mut self, table: Table, rows: &[R]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let projection = self.projection;
+        let json =
+            serde_json::to_string(rows).map_err(|source| Error::Row { projection, source })?;
+        let name = self.target.table(table.name);
+        sqlx::query(&format!(
+            "insert into {name} as t
+             select * from json_populate_recordset(null::{name}, $1::text::json)
+             on conflict ({}) do update set count = t.count + excluded.count",
+            table.key.join(", ")
+        ))
+        .bind(json)
+        .execute(&mut *self.conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// How a batch changes a projection's tables: all that a projection module writes.
+#[async_trait]
+pub(crate) trait Writer: Send + Sync + 'static {
+    /// Applies `batch.events`, in order, to the tables of `batch.target`.
+    async fn write(&self, batch: Batch<'_>) -> Result<()>;
+}
+
+/// An entry of the registry.
+struct Registered {
+    name: &'static str,
+    tables: &'static [&'static str],
+    writer: &'static dyn Writer,
+}
+
+#[async_trait]
+impl Projection for Registered {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn tables(&self) -> &'static [&'static str] {
+        self.tables
+    }
+
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        target: Target,
+        events: &[RecordedEvent],
+    ) -> Result<()> {
+        let batch = Batch {
+            conn,
+            projection: self.name,
+            target,
+            events,
+        };
+        self.writer.write(batch).await
+    }
+}
+
+/// The four projections, in the order of [`NAMES`].
+static REGISTRY: [Registered; 4] = [
+    Registered {
+        name: "bookings",
+        tables: &[catalog::BOOKINGS.name],
+        writer: &PerAggregate::<BookingRow>::NEW,
+    },
+    Registered {
+        name: "visits",
+        tables: &[catalog::VISITS.name],
+        writer: &PerAggregate::<VisitRow>::NEW,
+    },
+    Registered {
+        name: "status_board",
+        tables: &[catalog::STATUS_ITEMS.name, catalog::STATUS_COUNTS.name],
+        writer: &StatusBoard,
+    },
+    Registered {
+        name: "timeline",
+        tables: &[catalog::TIMELINE.name],
+        writer: &Timeline,
+    },
+];
+
 /// The projection called `name`.
 pub fn projection(name: &str) -> Result<&'static dyn Projection> {
-    match name {
-        "bookings" => Ok(&bookings::Bookings),
-        "visits" => Ok(&visits::Visits),
-        "status_board" => Ok(&status_board::StatusBoard),
-        "timeline" => Ok(&timeline::Timeline),
-        other => Err(Error::UnknownProjection(other.to_owned())),
+    match REGISTRY.iter().find(|p| p.name == name) {
+        Some(found) => Ok(found),
+        None => Err(Error::UnknownProjection(name.to_owned())),
     }
 }
 

@@ -128,6 +128,17 @@ pub async fn leaders(pool: &PgPool) -> Result<HashMap<String, String>> {
         .collect())
 }
 
+/// The global position of the last event projection `name` applied (0 before its first batch, and for a
+/// name without a checkpoint): the position its read model reflects.
+pub async fn position(pool: &PgPool, name: &str) -> Result<i64> {
+    Ok(sqlx::query_scalar(
+        "select coalesce((select position from projection_checkpoints where name = $1), 0)",
+    )
+    .bind(name)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// Whether projection `name` has applied the event at global position `position` (read-your-writes: a
 /// client that wrote at `position` waits, bounded, until this is true). False while that event is not
 /// committed, and for a position no committed event has.

@@ -10,53 +10,45 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
-use domain::{AggregateSchema, Booking, Visit};
+use domain::{Booking, Visit};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use store::RecordedEvent;
 
+use crate::catalog::{self, ReadModel, Table};
 use crate::error::Result;
-use crate::fold::{fold_batch, upsert_rows, Changed, EventOf, FoldedRow};
-use crate::projection::{Projection, Target};
+use crate::fold::{folded_row_fields, Changed, EventOf, FoldedRow};
+use crate::projection::{Batch, Writer};
 
 /// The `status_board` projection.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StatusBoard;
-
-const ITEMS: &str = "rm_status_items";
-const COUNTS: &str = "rm_status_counts";
+pub(crate) struct StatusBoard;
 
 #[async_trait]
-impl Projection for StatusBoard {
-    fn name(&self) -> &'static str {
-        "status_board"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[ITEMS, COUNTS]
-    }
-
-    async fn apply_batch(
-        &self,
-        conn: &mut PgConnection,
-        target: Target,
-        events: &[RecordedEvent],
-    ) -> Result<()> {
-        let items = target.table(ITEMS);
+impl Writer for StatusBoard {
+    async fn write(&self, mut batch: Batch<'_>) -> Result<()> {
         let mut deltas = BTreeMap::new();
-        let bookings = fold_batch::<Item<Booking>>(conn, self.name(), &items, events).await?;
-        count_changes(&bookings, &mut deltas);
-        let visits = fold_batch::<Item<Visit>>(conn, self.name(), &items, events).await?;
-        count_changes(&visits, &mut deltas);
-
-        let key = ["aggregate_type", "aggregate_id"];
-        let bookings: Vec<_> = bookings.into_iter().map(|c| c.row).collect();
-        upsert_rows(conn, self.name(), &items, &key, &bookings).await?;
-        let visits: Vec<_> = visits.into_iter().map(|c| c.row).collect();
-        upsert_rows(conn, self.name(), &items, &key, &visits).await?;
-        write_counts(conn, &target.table(COUNTS), deltas).await
+        count_changes(&batch.fold::<Item<Booking>>().await?, &mut deltas);
+        count_changes(&batch.fold::<Item<Visit>>().await?, &mut deltas);
+        let counts: Vec<StatusCount> = deltas
+            .into_iter()
+            .filter(|(_, count)| *count != 0)
+            .map(|((aggregate_type, status), count)| StatusCount {
+                aggregate_type,
+                status,
+                count,
+            })
+            .collect();
+        batch.add_counts(catalog::STATUS_COUNTS, &counts).await
     }
+}
+
+/// A change to a row of `rm_status_counts` (field names are the column names).
+#[derive(Serialize)]
+struct StatusCount {
+    aggregate_type: String,
+    status: String,
+    count: i64,
 }
 
 /// Adds to `deltas` the net status moves of `changed`: -1 for the status an item left, +1 for the one it is
@@ -82,67 +74,6 @@ fn count_changes<R: FoldedRow>(
     }
 }
 
-/// Adds `deltas` to the counts in one statement.
-async fn write_counts(
-    conn: &mut PgConnection,
-    table: &str,
-    deltas: BTreeMap<(String, String), i64>,
-) -> Result<()> {
-    let (mut types, mut statuses, mut counts) = (Vec::new(), Vec::new(), Vec::new());
-    for ((aggregate_type, status), delta) in deltas {
-        if delta != 0 {
-            types.push(aggregate_type);
-            statuses.push(status);
-            counts.push(delta);
-        }
-    }
-    if types.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(&format!(
-        "insert into {table} as c (aggregate_type, status, count)
-         select * from unnest($1::text[], $2::text[], $3::bigint[])
-         on conflict (aggregate_type, status) do update set count = c.count + excluded.count"
-    ))
-    .bind(types)
-    .bind(statuses)
-    .bind(counts)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// What the board needs to know about an aggregate's state.
-pub(crate) trait BoardAggregate: AggregateSchema {
-    /// The status, as stored (snake_case).
-    fn status_name(&self) -> &'static str;
-    /// Progress of the report and of the e-mail, for aggregates that have such side effects.
-    fn side_effects(&self) -> (Option<&'static str>, Option<&'static str>);
-}
-
-impl BoardAggregate for Booking {
-    fn status_name(&self) -> &'static str {
-        self.status.as_str()
-    }
-
-    fn side_effects(&self) -> (Option<&'static str>, Option<&'static str>) {
-        (None, None)
-    }
-}
-
-impl BoardAggregate for Visit {
-    fn status_name(&self) -> &'static str {
-        self.status.as_str()
-    }
-
-    fn side_effects(&self) -> (Option<&'static str>, Option<&'static str>) {
-        (
-            Some(self.report_status.as_str()),
-            Some(self.email_status.as_str()),
-        )
-    }
-}
-
 /// A row of `rm_status_items` (field names are the column names).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(bound(serialize = "A: Serialize", deserialize = "A: DeserializeOwned"))]
@@ -159,10 +90,9 @@ pub(crate) struct Item<A> {
     state: A,
 }
 
-impl<A: BoardAggregate> FoldedRow for Item<A> {
+impl<A: ReadModel> FoldedRow for Item<A> {
     type Aggregate = A;
-    const ID_COLUMN: &'static str = "aggregate_id";
-    const TYPED: bool = true;
+    const TABLE: Table = catalog::STATUS_ITEMS;
 
     fn new(id: &str) -> Self {
         let state = A::default();
@@ -180,21 +110,7 @@ impl<A: BoardAggregate> FoldedRow for Item<A> {
         }
     }
 
-    fn id(&self) -> &str {
-        &self.aggregate_id
-    }
-
-    fn state_version(&self) -> i32 {
-        self.state_version
-    }
-
-    fn version(&self) -> i64 {
-        self.version
-    }
-
-    fn status(&self) -> &str {
-        &self.status
-    }
+    folded_row_fields!(aggregate_id);
 
     fn apply(&mut self, event: EventOf<A>, recorded: &RecordedEvent) {
         let before = (self.version > 0).then(|| self.state.status_name());
@@ -202,8 +118,6 @@ impl<A: BoardAggregate> FoldedRow for Item<A> {
         if before != Some(self.state.status_name()) {
             self.since = recorded.recorded_at;
         }
-        self.version = recorded.sequence;
-        self.last_position = recorded.global_position;
     }
 
     fn finish(&mut self) {

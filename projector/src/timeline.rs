@@ -5,34 +5,29 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use chrono::NaiveDate;
-use sqlx::PgConnection;
-use store::RecordedEvent;
+use serde::Serialize;
 
+use crate::catalog;
 use crate::error::Result;
-use crate::projection::{Projection, Target};
+use crate::projection::{Batch, Writer};
 
 /// The `timeline` projection.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Timeline;
+pub(crate) struct Timeline;
 
-const TABLE: &str = "rm_timeline";
+/// A change to a row of `rm_timeline` (field names are the column names).
+#[derive(Serialize)]
+struct DayCount<'a> {
+    day: NaiveDate,
+    aggregate_type: &'a str,
+    event_type: &'a str,
+    count: i64,
+}
 
 #[async_trait]
-impl Projection for Timeline {
-    fn name(&self) -> &'static str {
-        "timeline"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[TABLE]
-    }
-
-    async fn apply_batch(
-        &self,
-        conn: &mut PgConnection,
-        target: Target,
-        events: &[RecordedEvent],
-    ) -> Result<()> {
+impl Writer for Timeline {
+    async fn write(&self, mut batch: Batch<'_>) -> Result<()> {
+        let events = batch.events;
         let mut counts: BTreeMap<(NaiveDate, &str, &str), i64> = BTreeMap::new();
         for event in events {
             let key = (
@@ -42,29 +37,15 @@ impl Projection for Timeline {
             );
             *counts.entry(key).or_default() += 1;
         }
-        if counts.is_empty() {
-            return Ok(());
-        }
-        let (mut days, mut types, mut event_types, mut ns) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((day, aggregate_type, event_type), n) in counts {
-            days.push(day);
-            types.push(aggregate_type);
-            event_types.push(event_type);
-            ns.push(n);
-        }
-        let table = target.table(TABLE);
-        sqlx::query(&format!(
-            "insert into {table} as t (day, aggregate_type, event_type, count)
-             select * from unnest($1::date[], $2::text[], $3::text[], $4::bigint[])
-             on conflict (day, aggregate_type, event_type) do update set count = t.count + excluded.count"
-        ))
-        .bind(days)
-        .bind(types)
-        .bind(event_types)
-        .bind(ns)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
+        let rows: Vec<DayCount<'_>> = counts
+            .into_iter()
+            .map(|((day, aggregate_type, event_type), count)| DayCount {
+                day,
+                aggregate_type,
+                event_type,
+                count,
+            })
+            .collect();
+        batch.add_counts(catalog::TIMELINE, &rows).await
     }
 }

@@ -2,50 +2,18 @@
 //! of its side effects (report and e-mail: not_required, pending, done, failed), the time it reached each
 //! status, and its folded state.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use domain::visit::{SideEffectStatus, VisitEvent, VisitStatus};
 use domain::{AggregateSchema, Visit};
 use serde::{Deserialize, Serialize};
-use sqlx::PgConnection;
 use store::RecordedEvent;
 
-use crate::error::Result;
-use crate::fold::{fold_batch, upsert_rows, FoldedRow};
-use crate::projection::{Projection, Target};
-
-/// The `visits` projection.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Visits;
-
-const TABLE: &str = "rm_visits";
-
-#[async_trait]
-impl Projection for Visits {
-    fn name(&self) -> &'static str {
-        "visits"
-    }
-
-    fn tables(&self) -> &'static [&'static str] {
-        &[TABLE]
-    }
-
-    async fn apply_batch(
-        &self,
-        conn: &mut PgConnection,
-        target: Target,
-        events: &[RecordedEvent],
-    ) -> Result<()> {
-        let table = target.table(TABLE);
-        let changed = fold_batch::<VisitRow>(conn, self.name(), &table, events).await?;
-        let rows: Vec<VisitRow> = changed.into_iter().map(|c| c.row).collect();
-        upsert_rows(conn, self.name(), &table, &["visit_id"], &rows).await
-    }
-}
+use crate::catalog::{self, Table};
+use crate::fold::{folded_row_fields, FoldedRow};
 
 /// A row of `rm_visits` (field names are the column names).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(crate) struct VisitRow {
     visit_id: String,
     owner: String,
@@ -90,54 +58,20 @@ impl VisitRow {
 
 impl FoldedRow for VisitRow {
     type Aggregate = Visit;
-    const ID_COLUMN: &'static str = "visit_id";
-    const TYPED: bool = false;
+    const TABLE: Table = catalog::VISITS;
 
     fn new(id: &str) -> Self {
         Self {
             visit_id: id.to_owned(),
-            owner: String::new(),
             status: VisitStatus::default().as_str().to_owned(),
-            clinician: String::new(),
-            patient_id: None,
-            patient_name: None,
-            scheduled_at: None,
             report_status: SideEffectStatus::default().as_str().to_owned(),
             email_status: SideEffectStatus::default().as_str().to_owned(),
-            report_attempts: 0,
-            email_attempts: 0,
-            checked_in_at: None,
-            started_at: None,
-            completed_at: None,
-            cancelled_at: None,
-            no_show_at: None,
-            report_generated_at: None,
-            email_sent_at: None,
-            status_since: DateTime::<Utc>::default(),
-            created_at: DateTime::<Utc>::default(),
-            updated_at: DateTime::<Utc>::default(),
-            version: 0,
-            last_position: 0,
             state_version: Visit::STATE_VERSION,
-            state: Visit::default(),
+            ..Self::default()
         }
     }
 
-    fn id(&self) -> &str {
-        &self.visit_id
-    }
-
-    fn state_version(&self) -> i32 {
-        self.state_version
-    }
-
-    fn version(&self) -> i64 {
-        self.version
-    }
-
-    fn status(&self) -> &str {
-        &self.status
-    }
+    folded_row_fields!(visit_id, timestamps);
 
     fn apply(&mut self, event: VisitEvent, recorded: &RecordedEvent) {
         let at = recorded.recorded_at;
@@ -158,12 +92,6 @@ impl FoldedRow for VisitRow {
         if email_before != done && self.state.email_status == done {
             self.email_sent_at.get_or_insert(at);
         }
-        if self.version == 0 {
-            self.created_at = at;
-        }
-        self.updated_at = at;
-        self.version = recorded.sequence;
-        self.last_position = recorded.global_position;
     }
 
     fn finish(&mut self) {

@@ -86,36 +86,39 @@ impl Job {
             .await
             .map_err(job_error)?
             .into_iter()
-            .map(JobAttempt::from)
+            .map(JobAttempt)
             .collect())
     }
 }
 
-/// One attempt of a job.
-#[derive(Debug, Clone, SimpleObject)]
-pub struct JobAttempt {
-    pub attempt: i32,
-    /// Attempts of one operator replay share it (0 before any replay).
-    pub replay_generation: i32,
-    pub worker_id: String,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
-    /// running, succeeded, failed, dead or lease_expired.
-    pub outcome: String,
-    pub error: Option<String>,
-}
+/// One attempt of a job: an entry of the execution log that `workers` keeps.
+pub struct JobAttempt(pub workers::jobs::JobAttempt);
 
-impl From<workers::jobs::JobAttempt> for JobAttempt {
-    fn from(a: workers::jobs::JobAttempt) -> Self {
-        Self {
-            attempt: a.attempt,
-            replay_generation: a.replay_generation,
-            worker_id: a.worker_id,
-            started_at: a.started_at,
-            finished_at: a.finished_at,
-            outcome: a.outcome,
-            error: a.error,
-        }
+/// One attempt of a job.
+#[Object]
+impl JobAttempt {
+    async fn attempt(&self) -> i32 {
+        self.0.attempt
+    }
+    /// Attempts of one operator replay share it (0 before any replay).
+    async fn replay_generation(&self) -> i32 {
+        self.0.replay_generation
+    }
+    async fn worker_id(&self) -> &str {
+        &self.0.worker_id
+    }
+    async fn started_at(&self) -> DateTime<Utc> {
+        self.0.started_at
+    }
+    async fn finished_at(&self) -> Option<DateTime<Utc>> {
+        self.0.finished_at
+    }
+    /// running, succeeded, failed, dead or lease_expired.
+    async fn outcome(&self) -> &str {
+        &self.0.outcome
+    }
+    async fn error(&self) -> Option<&str> {
+        self.0.error.as_deref()
     }
 }
 

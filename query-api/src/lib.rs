@@ -1,9 +1,10 @@
 //! The GraphQL query service (reads, and the operator's one action, `resolveBooking`): read models, time
 //! travel, audit history, the operations board, and live subscriptions, at `/graphql` (GraphiQL on `GET /graphql`, WebSocket subscriptions on the same path).
 //!
-//! It reads the projector's read-model tables for everyday queries and folds the event store where the
-//! answer must be exact (`consistency: STRONG`, `asOf`, `atVersion`), so support sees the truth even while a
-//! read model is behind or being rebuilt. `minPosition` gives read-your-writes: it waits, bounded, until the
+//! It reads the projector's read models for everyday queries, through the projector's catalog
+//! (`projector::catalog`: rows, pages and checkpoints, with no SQL of its own on those tables), and folds
+//! the event store where the answer must be exact (`consistency: STRONG`, `asOf`, `atVersion`), so support
+//! sees the truth even while a read model is behind or being rebuilt. `minPosition` gives read-your-writes: it waits, bounded, until the
 //! read model has applied the caller's write.
 //!
 //! # Layout
@@ -11,7 +12,7 @@
 //! - `query`: the query root and its connections; `jobs`: jobs and their execution log; `feed`: the live
 //!   feed and the subscription root.
 //! - `mutation`: operator actions (`resolveBooking`), the same commands as REST.
-//! - `read`: folding one aggregate, reading one read-model row, keyset-paginated lists.
+//! - `read`: folding one aggregate; one read-model row or a page of them, as answers; list cursors.
 //! - `types`: the GraphQL object types; `auth`: who may read what; `error`: [`error::QueryError`].
 #![forbid(unsafe_code)]
 

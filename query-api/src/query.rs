@@ -5,11 +5,13 @@ use std::time::{Duration, Instant};
 use async_graphql::{Context, InputObject, Object, ID};
 use chrono::{DateTime, Utc};
 use domain::values::Role;
+use projector::catalog::{self, Column, Cursor, ListQuery};
+use projector::ReadModel;
 use serde_json::json;
 
 use crate::auth::{self, Correlation};
 use crate::error::{QueryError, Result};
-use crate::read::{fold, from_read_model, At, Cursor, ListQuery, Readable};
+use crate::read::{decode_cursor, encode_cursor, fold, from_read_model, page, At};
 use crate::types::{
     AggregateType, AuditEntry, Booking, BookingStatus, Consistency, PageInfo, Projection,
     StatusBoard, Visit, VisitStatus,
@@ -60,7 +62,6 @@ impl CoreQuery {
         #[graphql(default_with = "Some(Consistency::Eventual)")] consistency: Option<Consistency>,
         min_position: Option<i64>,
     ) -> Result<Option<Booking>> {
-        let consistency = consistency.unwrap_or_default();
         one::<domain::Booking>(ctx, &id, as_of, at_version, consistency, min_position).await
     }
 
@@ -75,7 +76,6 @@ impl CoreQuery {
         #[graphql(default_with = "Some(Consistency::Eventual)")] consistency: Option<Consistency>,
         min_position: Option<i64>,
     ) -> Result<Option<Visit>> {
-        let consistency = consistency.unwrap_or_default();
         one::<domain::Visit>(ctx, &id, as_of, at_version, consistency, min_position).await
     }
 
@@ -93,17 +93,17 @@ impl CoreQuery {
         let mut equals = Vec::new();
         if let Some(status) = filter.status {
             equals.push((
-                "status",
+                Column::Status,
                 domain::booking::BookingStatus::from(status)
                     .as_str()
                     .to_owned(),
             ));
         }
         if let Some(partner) = filter.partner {
-            equals.push(("partner", partner));
+            equals.push((Column::Partner, partner));
         }
         if let Some(customer) = filter.customer {
-            equals.push(("customer_email", customer.trim().to_owned()));
+            equals.push((Column::CustomerEmail, customer.trim().to_owned()));
         }
         list::<domain::Booking>(
             ctx,
@@ -130,12 +130,12 @@ impl CoreQuery {
         let mut equals = Vec::new();
         if let Some(status) = filter.status {
             equals.push((
-                "status",
+                Column::Status,
                 domain::visit::VisitStatus::from(status).as_str().to_owned(),
             ));
         }
         if let Some(clinician) = filter.clinician {
-            equals.push(("clinician", clinician));
+            equals.push((Column::Clinician, clinician));
         }
         list::<domain::Visit>(
             ctx,
@@ -197,7 +197,7 @@ impl CoreQuery {
             &[Role::Operator, Role::Support],
             "read the status board",
         )?;
-        wait_for(ctx, "status_board", min_position).await?;
+        wait_for(ctx, catalog::STATUS_ITEMS.projection, min_position).await?;
         let state = ctx.data::<QueryState>()?;
         read_board(state).await.map_err(Into::into)
     }
@@ -252,11 +252,7 @@ impl CoreQuery {
 
 pub(crate) async fn read_board(state: &QueryState) -> Result<StatusBoard, QueryError> {
     let pool = state.store.pool();
-    let position: i64 = sqlx::query_scalar(
-        "select coalesce((select position from projection_checkpoints where name = 'status_board'), 0)",
-    )
-    .fetch_one(pool)
-    .await?;
+    let position = projector::position(pool, catalog::STATUS_ITEMS.projection).await?;
     let board = projector::board(pool, &state.config.stuck_rules, Utc::now(), 200).await?;
     let jobs = workers::jobs::counts(pool)
         .await
@@ -272,12 +268,12 @@ pub(crate) async fn read_board(state: &QueryState) -> Result<StatusBoard, QueryE
 }
 
 /// The body of `booking` and `visit`.
-async fn one<A: Readable>(
+async fn one<A: ReadModel>(
     ctx: &Context<'_>,
     id: &str,
     as_of: Option<DateTime<Utc>>,
     at_version: Option<i64>,
-    consistency: Consistency,
+    consistency: Option<Consistency>,
     min_position: Option<i64>,
 ) -> Result<Option<crate::types::Stamped<A>>> {
     let scope = auth::scope(ctx)?;
@@ -309,9 +305,11 @@ async fn one<A: Readable>(
             .await?;
             fold::<A>(&state.store, id, at).await?
         }
-        None if consistency == Consistency::Strong => fold::<A>(&state.store, id, At::Head).await?,
+        None if consistency.unwrap_or_default() == Consistency::Strong => {
+            fold::<A>(&state.store, id, At::Head).await?
+        }
         None => {
-            wait_for(ctx, A::PROJECTION, min_position).await?;
+            wait_for(ctx, A::TABLE.projection, min_position).await?;
             from_read_model::<A>(&state.store, id).await?
         }
     };
@@ -332,9 +330,9 @@ pub(crate) fn page_size(state: &QueryState, first: Option<i32>) -> Result<i64, Q
 
 /// The body of `bookings` and `visits`: the caller's scope and the filters into a [`ListQuery`], the
 /// wait for `minPosition`, and one page of the read model.
-async fn list<A: Readable>(
+async fn list<A: ReadModel>(
     ctx: &Context<'_>,
-    mut equals: Vec<(&'static str, String)>,
+    mut equals: Vec<(Column, String)>,
     (created_from, created_to): (Option<DateTime<Utc>>, Option<DateTime<Utc>>),
     first: Option<i32>,
     after: Option<String>,
@@ -343,19 +341,15 @@ async fn list<A: Readable>(
     let scope = auth::scope(ctx)?;
     let state = ctx.data::<QueryState>()?;
     if let Some(subject) = scope {
-        equals.push(("owner", subject.to_owned()));
+        equals.push((Column::Owner, subject.to_owned()));
     }
-    let query = ListQuery {
-        table: A::TABLE,
-        id_column: A::ID_COLUMN,
-        equals,
-        created_from,
-        created_to,
-        after: after.as_deref().map(Cursor::decode).transpose()?,
-        first: page_size(state, first)?,
-    };
-    wait_for(ctx, A::PROJECTION, min_position).await?;
-    let page = query.page::<A>(&state.store).await?;
+    let mut query = ListQuery::new(page_size(state, first)?);
+    query.equals = equals;
+    query.created_from = created_from;
+    query.created_to = created_to;
+    query.after = after.as_deref().map(decode_cursor).transpose()?;
+    wait_for(ctx, A::TABLE.projection, min_position).await?;
+    let page = page(&state.store, &query).await?;
     Ok(Connection {
         query,
         items: page.items,
@@ -434,7 +428,7 @@ async fn audit(
 
 /// A Relay connection over a read model.
 pub struct Connection<A> {
-    query: ListQuery,
+    query: ListQuery<A>,
     items: Vec<(Cursor, crate::types::Stamped<A>)>,
     has_next_page: bool,
 }
@@ -445,8 +439,8 @@ impl<A> Connection<A> {
             has_next_page: self.has_next_page,
             // A page asked for with a cursor has pages before it.
             has_previous_page: self.query.after.is_some(),
-            start_cursor: self.items.first().map(|(c, _)| c.encode()),
-            end_cursor: self.items.last().map(|(c, _)| c.encode()),
+            start_cursor: self.items.first().map(|(c, _)| encode_cursor(c)),
+            end_cursor: self.items.last().map(|(c, _)| encode_cursor(c)),
         }
     }
 }
@@ -466,7 +460,11 @@ macro_rules! connection_objects {
             /// How many items match the filter, over all pages.
             async fn total_count(&self, ctx: &Context<'_>) -> Result<i64> {
                 let state = ctx.data::<QueryState>()?;
-                Ok(self.query.count(state.store.pool()).await?)
+                Ok(self
+                    .query
+                    .count(state.store.pool())
+                    .await
+                    .map_err(QueryError::from)?)
             }
             async fn edges(&self) -> Vec<Edge<'_, $aggregate>> {
                 self.items.iter().map(Edge).collect()
@@ -483,7 +481,7 @@ macro_rules! connection_objects {
         #[Object(name = $edge)]
         impl Edge<'_, $aggregate> {
             async fn cursor(&self) -> String {
-                self.0 .0.encode()
+                encode_cursor(&self.0 .0)
             }
             async fn node(&self) -> &crate::types::Stamped<$aggregate> {
                 &self.0 .1

@@ -2,7 +2,8 @@
 //! sequential scan and a sort would be the planner's choice without one.
 #![allow(clippy::unwrap_used)]
 
-use query_api::read::{Cursor, ListQuery};
+use domain::{Booking, Visit};
+use projector::catalog::{Column, Cursor, ListQuery};
 use serde_json::Value;
 use store::testing::TestDb;
 
@@ -63,22 +64,21 @@ async fn every_list_filter_walks_an_index_without_sorting() {
             .to_utc(),
         id: "b-1".into(),
     };
-    let bookings = |equals: Vec<(&'static str, &str)>, after: Option<Cursor>| ListQuery {
-        table: "rm_bookings",
-        id_column: "booking_id",
-        equals: equals.into_iter().map(|(c, v)| (c, v.to_owned())).collect(),
-        after,
-        first: 20,
-        ..ListQuery::default()
+    let equals = |equals: Vec<(Column, &str)>| -> Vec<(Column, String)> {
+        equals.into_iter().map(|(c, v)| (c, v.to_owned())).collect()
     };
-    let visits = |equals: Vec<(&'static str, &str)>| ListQuery {
-        table: "rm_visits",
-        id_column: "visit_id",
-        equals: equals.into_iter().map(|(c, v)| (c, v.to_owned())).collect(),
-        first: 20,
-        ..ListQuery::default()
+    let bookings = |filters: Vec<(Column, &str)>, after: Option<Cursor>| {
+        let mut query = ListQuery::<Booking>::new(20);
+        query.equals = equals(filters);
+        query.after = after;
+        query
     };
-    let cases = [
+    let visits = |filters: Vec<(Column, &str)>| {
+        let mut query = ListQuery::<Visit>::new(20);
+        query.equals = equals(filters);
+        query
+    };
+    let booking_cases = [
         ("all bookings", bookings(vec![], None)),
         (
             "all bookings, second page",
@@ -86,28 +86,44 @@ async fn every_list_filter_walks_an_index_without_sorting() {
         ),
         (
             "a client's bookings",
-            bookings(vec![("owner", "client-7")], None),
+            bookings(vec![(Column::Owner, "client-7")], None),
         ),
         (
             "by status",
-            bookings(vec![("status", "paid")], Some(cursor)),
+            bookings(vec![(Column::Status, "paid")], Some(cursor)),
         ),
-        ("by partner", bookings(vec![("partner", "partner-3")], None)),
+        (
+            "by partner",
+            bookings(vec![(Column::Partner, "partner-3")], None),
+        ),
         (
             "by customer",
-            bookings(vec![("customer_email", "c42@example.com")], None),
+            bookings(vec![(Column::CustomerEmail, "c42@example.com")], None),
         ),
+    ];
+    let visit_cases = [
         ("all visits", visits(vec![])),
-        ("by clinician", visits(vec![("clinician", "dr-3")])),
+        ("by clinician", visits(vec![(Column::Clinician, "dr-3")])),
         (
             "a client's visits by status",
-            visits(vec![("owner", "client-9"), ("status", "completed")]),
+            visits(vec![
+                (Column::Owner, "client-9"),
+                (Column::Status, "completed"),
+            ]),
         ),
     ];
 
-    // Act + Assert
-    for (name, query) in cases {
-        let explained = query.explain(&db.pool).await.unwrap();
+    // Act
+    let mut plans = Vec::new();
+    for (name, query) in booking_cases {
+        plans.push((name, query.explain(&db.pool).await.unwrap()));
+    }
+    for (name, query) in visit_cases {
+        plans.push((name, query.explain(&db.pool).await.unwrap()));
+    }
+
+    // Assert
+    for (name, explained) in plans {
         let mut kinds = Vec::new();
         nodes(&explained[0]["Plan"], &mut kinds);
         assert!(
