@@ -206,23 +206,57 @@ pub async fn inproc_create(store: EventStore, seq: Arc<Seq>) -> Result<()> {
     Ok(())
 }
 
+/// What the raw workloads write for one create: the rows the command path would write, built the same way.
+struct RawCreate {
+    key: String,
+    body: CreateBooking,
+    id: String,
+    hash: String,
+    event: BookingEvent,
+    payload: Value,
+    metadata: Value,
+}
+
+impl RawCreate {
+    fn next(seq: &Seq) -> Result<Self> {
+        let n = seq.next();
+        let key = format!("key-{n}");
+        let body = body(&n);
+        let id = idempotency::derive_id("booking", CLIENT, &key);
+        let canonical = serde_json::to_value(&body).context("serializing the body")?;
+        let hash = idempotency::request_hash(ROUTE, &canonical);
+        let event = requested_event(&id, &body)?;
+        let metadata = EventMetadata {
+            event_id: Uuid::now_v7(),
+            context: context(&key),
+            service_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let payload = serde_json::to_value(&event).context("serializing the event")?;
+        let metadata = serde_json::to_value(&metadata).context("serializing the metadata")?;
+        Ok(Self {
+            key,
+            body,
+            id,
+            hash,
+            event,
+            payload,
+            metadata,
+        })
+    }
+}
+
 /// `raw_sql`: the same statements (the store's own text, `store::sql`), rows and transaction shape as the
 /// command path, sent directly.
 pub async fn raw_sql(pool: PgPool, seq: Arc<Seq>) -> Result<()> {
-    let n = seq.next();
-    let key = format!("key-{n}");
-    let body = body(&n);
-    let id = idempotency::derive_id("booking", CLIENT, &key);
-    let canonical = serde_json::to_value(&body).context("serializing the body")?;
-    let hash = idempotency::request_hash(ROUTE, &canonical);
-    let event = requested_event(&id, &body)?;
-    let metadata = EventMetadata {
-        event_id: Uuid::now_v7(),
-        context: context(&key),
-        service_version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    let payload = serde_json::to_value(&event).context("serializing the event")?;
-    let metadata = serde_json::to_value(&metadata).context("serializing the metadata")?;
+    let RawCreate {
+        key,
+        body,
+        id,
+        hash,
+        event,
+        payload,
+        metadata,
+    } = RawCreate::next(&seq)?;
 
     let mut conn = pool.acquire().await.context("raw acquire")?;
     let mut tx = conn.begin().await.context("raw begin")?;
@@ -367,20 +401,15 @@ const ONE_STATEMENT_SQL: &str = "
 
 /// `raw_sql`, one statement: the same rows as the command path in one round trip.
 pub async fn raw_one_statement(pool: PgPool, seq: Arc<Seq>) -> Result<()> {
-    let n = seq.next();
-    let key = format!("key-{n}");
-    let body = body(&n);
-    let id = idempotency::derive_id("booking", CLIENT, &key);
-    let canonical = serde_json::to_value(&body).context("serializing the body")?;
-    let hash = idempotency::request_hash(ROUTE, &canonical);
-    let event = requested_event(&id, &body)?;
-    let metadata = EventMetadata {
-        event_id: Uuid::now_v7(),
-        context: context(&key),
-        service_version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    let payload = serde_json::to_value(&event).context("serializing the event")?;
-    let metadata = serde_json::to_value(&metadata).context("serializing the metadata")?;
+    let RawCreate {
+        key,
+        body,
+        id,
+        hash,
+        event,
+        payload,
+        metadata,
+    } = RawCreate::next(&seq)?;
     let (position, claims, keys): (Option<i64>, i64, i64) = sqlx::query_as(ONE_STATEMENT_SQL)
         .bind("booking")
         .bind(&id)

@@ -1,21 +1,18 @@
 //! Booking routes: create (idempotent), cancel, payment, and the strongly consistent read.
 
-use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::booking::{BookingCommand, BookingStatus, Customer};
 use domain::values::{Currency, Email, Money, Role};
 use domain::Booking;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::extract::{CorrelationId, IdempotencyKey, IfMatch, Json};
-use crate::idempotency::{self, Create};
-use crate::{resource, AppState};
+use crate::extract::Json;
+use crate::idempotency;
+use crate::resource::{check_date, CommandRequest, CreateRequest, ReadRequest};
 
 /// Body of `POST /v1/bookings`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -77,22 +74,6 @@ pub struct BookingAccepted {
     pub position: Option<i64>,
 }
 
-/// Dates outside these bounds are refused as absurd.
-const EARLIEST: &str = "2000-01-01T00:00:00Z";
-const LATEST_YEARS_AHEAD: i64 = 10;
-
-pub(crate) fn check_date(field: &str, value: DateTime<Utc>) -> Result<(), ApiError> {
-    let earliest: DateTime<Utc> = EARLIEST.parse().unwrap_or_default();
-    let latest = Utc::now() + chrono::Duration::days(365 * LATEST_YEARS_AHEAD);
-    if value < earliest || value > latest {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("`{field}` must be between {EARLIEST} and {LATEST_YEARS_AHEAD} years from now"),
-        ));
-    }
-    Ok(())
-}
-
 impl CreateBooking {
     fn into_command(self, booking_id: &str, owner: &str) -> Result<BookingCommand, ApiError> {
         check_date("starts_at", self.starts_at)?;
@@ -131,14 +112,11 @@ impl CreateBooking {
     ),
     security(("bearer" = [])))]
 pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    IdempotencyKey(key): IdempotencyKey,
+    request: CreateRequest,
     Json(body): Json<CreateBooking>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Client, Role::Operator], "create bookings")?;
-    if let Some(partners) = &state.config.partners {
+    let request = request.allow(&[Role::Client, Role::Operator], "create bookings")?;
+    if let Some(partners) = &request.state().config.partners {
         if !partners.contains(&body.partner) {
             return Err(ApiError::invalid_field(
                 "partner",
@@ -149,29 +127,9 @@ pub async fn create(
             ));
         }
     }
-    let request = Create::new(
-        &caller,
-        correlation,
-        key,
-        "booking",
-        "POST /v1/bookings",
-        &body,
-    )?;
-    let command = body.into_command(&request.id, caller.subject())?;
-    idempotency::create::<Booking>(&state, request, command).await
-}
-
-/// Runs a booking command; the store's write rules keep the slot claim in step with the status.
-async fn run(
-    state: &AppState,
-    caller: &Caller,
-    correlation: String,
-    id: &str,
-    name: &'static str,
-    command: BookingCommand,
-    if_match: IfMatch,
-) -> Result<Response, ApiError> {
-    resource::run::<Booking>(state, caller, correlation, id, name, command, if_match).await
+    request
+        .create::<Booking, _>(body, CreateBooking::into_command)
+        .await
 }
 
 /// Cancel a booking (the owner or an operator). Cancelling a cancelled booking changes nothing.
@@ -181,28 +139,15 @@ async fn run(
     responses((status = 200, body = BookingAccepted), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn cancel(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    Path(id): Path<String>,
-    if_match: IfMatch,
+    request: CommandRequest,
     Json(body): Json<CancelBooking>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Client, Role::Operator], "cancel bookings")?;
+    let request = request.allow(&[Role::Client, Role::Operator], "cancel bookings")?;
     let command = BookingCommand::Cancel {
         reason: body.reason,
         at: Utc::now(),
     };
-    run(
-        &state,
-        &caller,
-        correlation,
-        &id,
-        "booking.cancel",
-        command,
-        if_match,
-    )
-    .await
+    request.run::<Booking>("booking.cancel", command).await
 }
 
 /// Pay for a confirmed booking: the payment-method token goes to the payment provider as a job, and the
@@ -215,14 +160,10 @@ pub async fn cancel(
         (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn payment(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    Path(id): Path<String>,
-    if_match: IfMatch,
+    request: CommandRequest,
     Json(body): Json<Payment>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Client, Role::Operator], "pay for bookings")?;
+    let request = request.allow(&[Role::Client, Role::Operator], "pay for bookings")?;
     let card = body.card.replace([' ', '-'], "");
     if !(12..=19).contains(&card.len()) || !card.bytes().all(|b| b.is_ascii_digit()) || !luhn(&card)
     {
@@ -232,22 +173,16 @@ pub async fn payment(
         ));
     }
     // Derived from the booking: the provider's idempotency key, so no retry can charge twice.
-    let payment_key = format!("pay_{}", idempotency::derive_id("payment", &id, "capture"));
+    let payment_key = format!(
+        "pay_{}",
+        idempotency::derive_id("payment", request.id(), "capture")
+    );
     let command = BookingCommand::RequestPayment {
         payment_key,
         method: card,
         at: Utc::now(),
     };
-    let mut response = run(
-        &state,
-        &caller,
-        correlation,
-        &id,
-        "booking.payment",
-        command,
-        if_match,
-    )
-    .await?;
+    let mut response = request.run::<Booking>("booking.payment", command).await?;
     *response.status_mut() = StatusCode::ACCEPTED;
     Ok(response)
 }
@@ -273,14 +208,10 @@ pub struct ResolveBooking {
         (status = 412), (status = 422, description = "the booking cannot be resolved to that status")),
     security(("bearer" = [])))]
 pub async fn resolve(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    Path(id): Path<String>,
-    if_match: IfMatch,
+    request: CommandRequest,
     Json(body): Json<ResolveBooking>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Operator], "resolve bookings")?;
+    let request = request.allow(&[Role::Operator], "resolve bookings")?;
     let status = BookingStatus::parse(&body.status).ok_or_else(|| {
         ApiError::invalid_field("status", "`status` must be failed, cancelled or refunded")
     })?;
@@ -288,16 +219,7 @@ pub async fn resolve(
         status,
         reason: body.reason,
     };
-    run(
-        &state,
-        &caller,
-        correlation,
-        &id,
-        "booking.resolve",
-        command,
-        if_match,
-    )
-    .await
+    request.run::<Booking>("booking.resolve", command).await
 }
 
 fn luhn(digits: &str) -> bool {
@@ -327,53 +249,14 @@ fn luhn(digits: &str) -> bool {
     params(("id" = String, Path)),
     responses((status = 200, description = "the booking"), (status = 404)),
     security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    caller.require(
-        &[Role::Client, Role::Operator, Role::Support],
-        "read bookings",
-    )?;
-    let loaded = state.store.load::<Booking>(&id).await?;
-    if loaded.version == 0 || !caller.may_access(&loaded.state.owner) {
-        return Err(ApiError::NotFound(format!("no booking with id `{id}`")));
-    }
-    view(
-        &id,
-        &loaded.state,
-        loaded.version,
-        loaded.position,
-        &headers,
-    )
-}
-
-/// The JSON view of an aggregate with `version`/`position`, an `ETag`, and 304 for a matching
-/// `If-None-Match`.
-pub fn view<T: Serialize>(
-    id: &str,
-    state: &T,
-    version: u64,
-    position: Option<i64>,
-    headers: &HeaderMap,
-) -> Result<Response, ApiError> {
-    let etag = format!("\"{version}\"");
-    if headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.trim() == etag)
-    {
-        return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
-    }
-    let mut body = serde_json::to_value(state).map_err(ApiError::internal)?;
-    if let Value::Object(map) = &mut body {
-        map.insert("id".into(), json!(id));
-        map.insert("version".into(), json!(version));
-        map.insert("position".into(), json!(position));
-    }
-    Ok(([(header::ETAG, etag)], axum::Json(body)).into_response())
+pub async fn get(request: ReadRequest) -> Result<Response, ApiError> {
+    request
+        .allow(
+            &[Role::Client, Role::Operator, Role::Support],
+            "read bookings",
+        )?
+        .read::<Booking>()
+        .await
 }
 
 #[cfg(test)]

@@ -99,14 +99,15 @@ pub struct Record<F> {
     pub request_hash: String,
     pub aggregate_type: &'static str,
     pub ttl: chrono::Duration,
-    /// Builds the response body from the committed state.
+    /// Builds the response body from the committed state (stored as its JSON).
     pub response: F,
 }
 
-impl<A, F> CommitHook<A> for Record<F>
+impl<A, F, R> CommitHook<A> for Record<F>
 where
     A: cqrs_es::Aggregate,
-    F: Fn(&A, Appended) -> Value + Send + Sync,
+    F: Fn(&A, Appended) -> R + Send + Sync,
+    R: Serialize + Send + 'static,
 {
     async fn before_commit(
         &self,
@@ -123,7 +124,7 @@ where
             .bind(&self.request_hash)
             .bind(self.aggregate_type)
             .bind(aggregate_id)
-            .bind(response)
+            .bind(sqlx::types::Json(response))
             .bind(self.ttl)
             .execute(&mut *tx)
             .await?;
@@ -222,7 +223,8 @@ where
     match result {
         Ok(done) => Ok(created_response(
             StatusCode::ACCEPTED,
-            done.state.answer(&id, done.version, done.position),
+            axum::Json(done.state.answer(&id, done.version, done.position)),
+            done.version,
             request.kind,
             &id,
             false,
@@ -255,9 +257,15 @@ fn replay(stored: Stored, hash: &str, kind: &str) -> Result<Response, ApiError> 
         });
     }
     metrics::counter!("trailbook_idempotent_replays_total").increment(1);
+    let version = stored
+        .response
+        .get("version")
+        .and_then(Value::as_u64)
+        .unwrap_or_default();
     Ok(created_response(
         stored.status_code,
-        stored.response,
+        axum::Json(stored.response),
+        version,
         kind,
         &stored.aggregate_id,
         true,
@@ -267,16 +275,13 @@ fn replay(stored: Stored, hash: &str, kind: &str) -> Result<Response, ApiError> 
 /// The answer of a create with `Location`, `ETag` and, for a replay, `Idempotent-Replayed: true`.
 fn created_response(
     status: StatusCode,
-    body: Value,
+    body: impl IntoResponse,
+    version: u64,
     kind: &str,
     id: &str,
     replayed: bool,
 ) -> Response {
-    let version = body
-        .get("version")
-        .and_then(Value::as_u64)
-        .unwrap_or_default();
-    let mut response = (status, axum::Json(body)).into_response();
+    let mut response = (status, body).into_response();
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&format!("/v1/{kind}s/{id}")) {
         headers.insert(header::LOCATION, v);

@@ -1,109 +1,328 @@
-//! What the routes need to know about an aggregate, and the one command path both aggregates share.
+//! What the routes need to know about an aggregate, and the paths every aggregate route shares.
+//!
+//! A route handler takes one of three request extractors ([`CommandRequest`], [`CreateRequest`],
+//! [`ReadRequest`]: who asks, which id, which key or version), states which roles may do it
+//! ([`CommandRequest::allow`] and the like, the only way to reach the next step), builds its command from
+//! the body, and hands it to the shared path: [`Allowed::run`] (a command on an existing aggregate),
+//! [`Allowed::create`] (an idempotent create, in `idempotency`) or [`Allowed::read`]. The answers are
+//! [`Resource::Accepted`], the types the OpenAPI document shows.
 
-use axum::http::header;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use domain::booking::BookingError;
+use domain::values::Role;
 use domain::visit::VisitError;
 use domain::{Booking, Visit};
-use serde_json::{json, Value};
+use serde::Serialize;
 use store::ExecuteOptions;
 
 use crate::auth::Caller;
+use crate::bookings::BookingAccepted;
 use crate::error::{ApiError, DomainError};
-use crate::extract::IfMatch;
+use crate::extract::{CorrelationId, IdempotencyKey, IfMatch};
+use crate::idempotency::{self, Create};
+use crate::visits::VisitAccepted;
 use crate::{context, AppState};
 
 /// An aggregate served over REST.
-pub trait Resource: store::WriteRules<Services = ()>
+pub trait Resource: store::WriteRules<Services = ()> + Serialize
 where
     Self::Command: Clone,
     Self::Error: DomainError,
 {
     /// `booking` or `visit`: the path segment (plural), the `<kind>_id` answer field, messages.
     const KIND: &'static str;
+    /// The body of every answer to a command on it (`{"<kind>_id", "status", "version", "position"}`).
+    type Accepted: Serialize + Send + 'static;
     /// The client who owns it.
     fn owner(&self) -> &str;
-    /// Its status, snake_case.
-    fn status(&self) -> &'static str;
     /// Whether a create failed only because the aggregate exists.
     fn already_exists(error: &Self::Error) -> bool;
-
-    /// The answer of every command: `{"<kind>_id", "status", "version", "position"}`.
-    fn answer(&self, id: &str, version: u64, position: Option<i64>) -> Value {
-        json!({
-            format!("{}_id", Self::KIND): id,
-            "status": self.status(),
-            "version": version,
-            "position": position,
-        })
-    }
+    /// The answer to a command that left it in this state.
+    fn answer(&self, id: &str, version: u64, position: Option<i64>) -> Self::Accepted;
 }
 
 impl Resource for Booking {
     const KIND: &'static str = "booking";
+    type Accepted = BookingAccepted;
     fn owner(&self) -> &str {
         &self.owner
     }
-    fn status(&self) -> &'static str {
-        self.status.as_str()
-    }
     fn already_exists(error: &BookingError) -> bool {
         matches!(error, BookingError::AlreadyExists)
+    }
+    fn answer(&self, id: &str, version: u64, position: Option<i64>) -> BookingAccepted {
+        BookingAccepted {
+            booking_id: id.to_string(),
+            status: self.status.as_str().to_string(),
+            version,
+            position,
+        }
     }
 }
 
 impl Resource for Visit {
     const KIND: &'static str = "visit";
+    type Accepted = VisitAccepted;
     fn owner(&self) -> &str {
         &self.owner
-    }
-    fn status(&self) -> &'static str {
-        self.status.as_str()
     }
     fn already_exists(error: &VisitError) -> bool {
         matches!(error, VisitError::AlreadyExists)
     }
+    fn answer(&self, id: &str, version: u64, position: Option<i64>) -> VisitAccepted {
+        VisitAccepted {
+            visit_id: id.to_string(),
+            status: self.status.as_str().to_string(),
+            version,
+            position,
+        }
+    }
 }
 
-/// Runs a command on an existing aggregate the caller may access (others' ids answer 404), with
-/// `If-Match`, and answers 200 with the new version as `ETag`. The aggregate's write rules (e.g. the
-/// booking's slot claim) run inside the store, whatever the command.
-pub async fn run<A>(
-    state: &AppState,
-    caller: &Caller,
+/// A request for a command on an existing aggregate: who asks, the `{id}` of the path, `If-Match`.
+pub struct CommandRequest {
+    state: AppState,
+    caller: Caller,
     correlation: String,
-    id: &str,
-    name: &'static str,
-    command: A::Command,
+    id: String,
     if_match: IfMatch,
-) -> Result<Response, ApiError>
-where
-    A: Resource,
-    A::Command: Clone,
-    A::Error: DomainError,
-{
-    let ctx = context(caller, correlation, name);
-    let options = ExecuteOptions {
-        expected_version: if_match.0,
-        ..ExecuteOptions::default()
-    };
-    let result = state
-        .store
-        .execute::<A>(id, command, &(), &ctx, options)
-        .visible_if(|a: &A| caller.may_access(a.owner()))
-        .await;
-    let outcome = if result.is_ok() {
-        "accepted"
-    } else {
-        "refused"
-    };
-    metrics::counter!("trailbook_commands_total", "command" => name, "outcome" => outcome)
-        .increment(1);
-    let done = result.map_err(|e| ApiError::from(e).for_aggregate(A::KIND, id))?;
-    let etag = format!("\"{}\"", done.version);
-    Ok((
-        [(header::ETAG, etag)],
-        axum::Json(done.state.answer(id, done.version, done.position)),
-    )
-        .into_response())
+}
+
+/// A request to create an aggregate: who asks, with which `Idempotency-Key`.
+pub struct CreateRequest {
+    state: AppState,
+    caller: Caller,
+    correlation: String,
+    key: String,
+}
+
+/// A request to read an aggregate: who asks, the `{id}` of the path, `If-None-Match`.
+pub struct ReadRequest {
+    state: AppState,
+    caller: Caller,
+    id: String,
+    headers: HeaderMap,
+}
+
+/// A request whose caller has one of the roles its route allows: the only way to the shared paths.
+pub struct Allowed<R>(R);
+
+/// The caller, extracted first (401 before anything else is looked at), and the path's `{id}`.
+async fn caller_and_id(parts: &mut Parts, state: &AppState) -> Result<(Caller, String), ApiError> {
+    let caller = Caller::from_request_parts(parts, state).await?;
+    let Path(id) = Path::<String>::from_request_parts(parts, state)
+        .await
+        .map_err(|e| ApiError::BadRequest {
+            detail: e.body_text(),
+            field: Some("id".into()),
+        })?;
+    Ok((caller, id))
+}
+
+fn correlation(parts: &Parts) -> String {
+    parts
+        .extensions
+        .get::<CorrelationId>()
+        .cloned()
+        .unwrap_or_else(|| CorrelationId::from_headers(&parts.headers))
+        .0
+}
+
+impl FromRequestParts<AppState> for CommandRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (caller, id) = caller_and_id(parts, state).await?;
+        let if_match = IfMatch::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: state.clone(),
+            caller,
+            correlation: correlation(parts),
+            id,
+            if_match,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for CreateRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let IdempotencyKey(key) = IdempotencyKey::from_request_parts(parts, state).await?;
+        Ok(Self {
+            state: state.clone(),
+            caller,
+            correlation: correlation(parts),
+            key,
+        })
+    }
+}
+
+impl FromRequestParts<AppState> for ReadRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let (caller, id) = caller_and_id(parts, state).await?;
+        Ok(Self {
+            state: state.clone(),
+            caller,
+            id,
+            headers: parts.headers.clone(),
+        })
+    }
+}
+
+/// Checks the caller's role: `action` completes "only … may <action>" in the 403.
+macro_rules! allow {
+    ($($request:ty),*) => {$(
+        impl $request {
+            /// Lets the request go on if the caller has one of `roles`; else 403.
+            pub fn allow(self, roles: &[Role], action: &str) -> Result<Allowed<Self>, ApiError> {
+                self.caller.require(roles, action)?;
+                Ok(Allowed(self))
+            }
+        }
+    )*};
+}
+allow!(CommandRequest, CreateRequest, ReadRequest);
+
+impl Allowed<CommandRequest> {
+    /// The aggregate id of the path.
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// Runs `command` on the aggregate if the caller may access it (others' ids answer 404), with
+    /// `If-Match`, and answers 200 with [`Resource::Accepted`] and the new version as `ETag`. The
+    /// aggregate's write rules (e.g. the booking's slot claim) run inside the store, whatever the command.
+    pub async fn run<A>(self, name: &'static str, command: A::Command) -> Result<Response, ApiError>
+    where
+        A: Resource,
+        A::Command: Clone,
+        A::Error: DomainError,
+    {
+        let CommandRequest {
+            state,
+            caller,
+            correlation,
+            id,
+            if_match,
+        } = self.0;
+        let ctx = context(&caller, correlation, name);
+        let options = ExecuteOptions {
+            expected_version: if_match.0,
+            ..ExecuteOptions::default()
+        };
+        let result = state
+            .store
+            .execute::<A>(&id, command, &(), &ctx, options)
+            .visible_if(|a: &A| caller.may_access(a.owner()))
+            .await;
+        let outcome = if result.is_ok() {
+            "accepted"
+        } else {
+            "refused"
+        };
+        metrics::counter!("trailbook_commands_total", "command" => name, "outcome" => outcome)
+            .increment(1);
+        let done = result.map_err(|e| ApiError::from(e).for_aggregate(A::KIND, &id))?;
+        let etag = format!("\"{}\"", done.version);
+        Ok((
+            [(header::ETAG, etag)],
+            axum::Json(done.state.answer(&id, done.version, done.position)),
+        )
+            .into_response())
+    }
+}
+
+impl Allowed<CreateRequest> {
+    /// The caller's settings: e.g. the configured partners.
+    pub fn state(&self) -> &AppState {
+        &self.0.state
+    }
+
+    /// Creates an aggregate once per (caller, key) with the command `command(body, id, owner)` builds;
+    /// the same key and body give the same answer (see [`idempotency::create`]).
+    pub async fn create<A, B>(
+        self,
+        body: B,
+        command: impl FnOnce(B, &str, &str) -> Result<A::Command, ApiError>,
+    ) -> Result<Response, ApiError>
+    where
+        A: Resource,
+        A::Command: Clone,
+        A::Error: DomainError,
+        B: Serialize,
+    {
+        let CreateRequest {
+            state,
+            caller,
+            correlation,
+            key,
+        } = self.0;
+        let route = format!("POST /v1/{}s", A::KIND);
+        let request = Create::new(&caller, correlation, key, A::KIND, &route, &body)?;
+        let command = command(body, &request.id, caller.subject())?;
+        idempotency::create::<A>(&state, request, command).await
+    }
+}
+
+impl Allowed<ReadRequest> {
+    /// The aggregate's current state folded from the event store (strongly consistent), if the caller may
+    /// access it (else 404), with `id`, `version` and `position`, the version as `ETag`, and 304 for a
+    /// matching `If-None-Match`.
+    pub async fn read<A>(self) -> Result<Response, ApiError>
+    where
+        A: Resource,
+        A::Command: Clone,
+        A::Error: DomainError,
+    {
+        let ReadRequest {
+            state,
+            caller,
+            id,
+            headers,
+        } = self.0;
+        let loaded = state.store.load::<A>(&id).await?;
+        if loaded.version == 0 || !caller.may_access(loaded.state.owner()) {
+            return Err(ApiError::NotFound(format!("no {} with id `{id}`", A::KIND)));
+        }
+        let etag = format!("\"{}\"", loaded.version);
+        if headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() == etag)
+        {
+            return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
+        }
+        let mut body = serde_json::to_value(&loaded.state).map_err(ApiError::internal)?;
+        if let serde_json::Value::Object(map) = &mut body {
+            map.insert("id".into(), id.into());
+            map.insert("version".into(), loaded.version.into());
+            map.insert("position".into(), loaded.position.into());
+        }
+        Ok(([(header::ETAG, etag)], axum::Json(body)).into_response())
+    }
+}
+
+/// Dates outside these bounds are refused as absurd.
+const EARLIEST: &str = "2000-01-01T00:00:00Z";
+const LATEST_YEARS_AHEAD: i64 = 10;
+
+/// Refuses a date before 2000 or more than ten years ahead (422 naming `field`).
+pub(crate) fn check_date(field: &str, value: DateTime<Utc>) -> Result<(), ApiError> {
+    let earliest: DateTime<Utc> = EARLIEST.parse().unwrap_or_default();
+    let latest = Utc::now() + chrono::Duration::days(365 * LATEST_YEARS_AHEAD);
+    if value < earliest || value > latest {
+        return Err(ApiError::invalid_field(
+            field,
+            format!("`{field}` must be between {EARLIEST} and {LATEST_YEARS_AHEAD} years from now"),
+        ));
+    }
+    Ok(())
 }

@@ -1,8 +1,6 @@
 //! Visit routes (the care workflow): schedule (idempotent), check in, start, complete, cancel, no-show,
 //! and the strongly consistent read.
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
 use domain::values::{Email, Role};
@@ -11,12 +9,9 @@ use domain::Visit;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
-use crate::bookings::{check_date, view};
 use crate::error::ApiError;
-use crate::extract::{CorrelationId, IdempotencyKey, IfMatch, Json};
-use crate::idempotency::{self, Create};
-use crate::{resource, AppState};
+use crate::extract::Json;
+use crate::resource::{check_date, CommandRequest, CreateRequest, ReadRequest};
 
 /// Body of `POST /v1/visits`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -71,42 +66,33 @@ pub struct VisitAccepted {
     responses((status = 202, body = VisitAccepted, headers(("Location" = String))), (status = 400), (status = 401), (status = 422)),
     security(("bearer" = [])))]
 pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    IdempotencyKey(key): IdempotencyKey,
+    request: CreateRequest,
     Json(body): Json<CreateVisit>,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Client, Role::Operator], "schedule visits")?;
-    check_date("scheduled_at", body.scheduled_at)?;
-    let email = Email::parse(&body.patient.email)
-        .map_err(|e| ApiError::invalid_field("patient.email", e.to_string()))?;
-    let request = Create::new(&caller, correlation, key, "visit", "POST /v1/visits", &body)?;
-    let command = VisitCommand::Schedule {
-        visit_id: request.id.clone(),
-        owner: caller.subject().to_string(),
-        patient: Patient {
-            id: body.patient.id,
-            name: body.patient.name,
-            email,
-        },
-        clinician: body.clinician,
-        scheduled_at: body.scheduled_at,
-        at: Utc::now(),
-    };
-    idempotency::create::<Visit>(&state, request, command).await
+    let request = request.allow(&[Role::Client, Role::Operator], "schedule visits")?;
+    request
+        .create::<Visit, _>(body, CreateVisit::into_command)
+        .await
 }
 
-async fn run(
-    state: &AppState,
-    caller: &Caller,
-    correlation: String,
-    id: &str,
-    name: &'static str,
-    command: VisitCommand,
-    if_match: IfMatch,
-) -> Result<Response, ApiError> {
-    resource::run::<Visit>(state, caller, correlation, id, name, command, if_match).await
+impl CreateVisit {
+    fn into_command(self, visit_id: &str, owner: &str) -> Result<VisitCommand, ApiError> {
+        check_date("scheduled_at", self.scheduled_at)?;
+        let email = Email::parse(&self.patient.email)
+            .map_err(|e| ApiError::invalid_field("patient.email", e.to_string()))?;
+        Ok(VisitCommand::Schedule {
+            visit_id: visit_id.to_string(),
+            owner: owner.to_string(),
+            patient: Patient {
+                id: self.patient.id,
+                name: self.patient.name,
+                email,
+            },
+            clinician: self.clinician,
+            scheduled_at: self.scheduled_at,
+            at: Utc::now(),
+        })
+    }
 }
 
 /// Staff-only workflow steps.
@@ -117,24 +103,11 @@ const STAFF: &[Role] = &[Role::Operator];
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
-pub async fn check_in(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    Path(id): Path<String>,
-    if_match: IfMatch,
-) -> Result<Response, ApiError> {
-    caller.require(STAFF, "check patients in")?;
-    run(
-        &state,
-        &caller,
-        correlation,
-        &id,
-        "visit.check_in",
-        VisitCommand::CheckIn { at: Utc::now() },
-        if_match,
-    )
-    .await
+pub async fn check_in(request: CommandRequest) -> Result<Response, ApiError> {
+    let request = request.allow(STAFF, "check patients in")?;
+    request
+        .run::<Visit>("visit.check_in", VisitCommand::CheckIn { at: Utc::now() })
+        .await
 }
 
 /// Start the consultation (operator).
@@ -142,24 +115,14 @@ pub async fn check_in(
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
-pub async fn start(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    Path(id): Path<String>,
-    if_match: IfMatch,
-) -> Result<Response, ApiError> {
-    caller.require(STAFF, "start consultations")?;
-    run(
-        &state,
-        &caller,
-        correlation,
-        &id,
-        "visit.start",
-        VisitCommand::StartConsultation { at: Utc::now() },
-        if_match,
-    )
-    .await
+pub async fn start(request: CommandRequest) -> Result<Response, ApiError> {
+    let request = request.allow(STAFF, "start consultations")?;
+    request
+        .run::<Visit>(
+            "visit.start",
+            VisitCommand::StartConsultation { at: Utc::now() },
+        )
+        .await
 }
 
 /// Complete the visit (operator); the report and e-mail follow as jobs.
@@ -169,29 +132,16 @@ pub async fn start(
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn complete(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    Path(id): Path<String>,
-    if_match: IfMatch,
+    request: CommandRequest,
     Json(body): Json<CompleteVisit>,
 ) -> Result<Response, ApiError> {
-    caller.require(STAFF, "complete visits")?;
+    let request = request.allow(STAFF, "complete visits")?;
     let command = VisitCommand::Complete {
         summary: body.summary,
         diagnosis_codes: body.diagnosis_codes,
         at: Utc::now(),
     };
-    run(
-        &state,
-        &caller,
-        correlation,
-        &id,
-        "visit.complete",
-        command,
-        if_match,
-    )
-    .await
+    request.run::<Visit>("visit.complete", command).await
 }
 
 /// Cancel the visit (the owner or an operator). A completed visit cannot be cancelled (422).
@@ -201,14 +151,10 @@ pub async fn complete(
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
 pub async fn cancel(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    Path(id): Path<String>,
-    if_match: IfMatch,
+    request: CommandRequest,
     body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Client, Role::Operator], "cancel visits")?;
+    let request = request.allow(&[Role::Client, Role::Operator], "cancel visits")?;
     let body: CancelVisit = if body.iter().all(u8::is_ascii_whitespace) {
         CancelVisit::default()
     } else {
@@ -218,16 +164,7 @@ pub async fn cancel(
         reason: body.reason.unwrap_or_else(|| "cancelled".into()),
         at: Utc::now(),
     };
-    run(
-        &state,
-        &caller,
-        correlation,
-        &id,
-        "visit.cancel",
-        command,
-        if_match,
-    )
-    .await
+    request.run::<Visit>("visit.cancel", command).await
 }
 
 /// Mark the patient as not having come (operator).
@@ -235,24 +172,11 @@ pub async fn cancel(
     params(("id" = String, Path), ("If-Match" = Option<String>, Header)),
     responses((status = 200, body = VisitAccepted), (status = 404), (status = 412), (status = 422)),
     security(("bearer" = [])))]
-pub async fn no_show(
-    State(state): State<AppState>,
-    caller: Caller,
-    CorrelationId(correlation): CorrelationId,
-    Path(id): Path<String>,
-    if_match: IfMatch,
-) -> Result<Response, ApiError> {
-    caller.require(STAFF, "mark no-shows")?;
-    run(
-        &state,
-        &caller,
-        correlation,
-        &id,
-        "visit.no_show",
-        VisitCommand::MarkNoShow { at: Utc::now() },
-        if_match,
-    )
-    .await
+pub async fn no_show(request: CommandRequest) -> Result<Response, ApiError> {
+    let request = request.allow(STAFF, "mark no-shows")?;
+    request
+        .run::<Visit>("visit.no_show", VisitCommand::MarkNoShow { at: Utc::now() })
+        .await
 }
 
 /// The visit's current state, folded from the event store. `ETag` is the version.
@@ -260,25 +184,12 @@ pub async fn no_show(
     params(("id" = String, Path)),
     responses((status = 200, description = "the visit"), (status = 404)),
     security(("bearer" = [])))]
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    caller.require(
-        &[Role::Client, Role::Operator, Role::Support],
-        "read visits",
-    )?;
-    let loaded = state.store.load::<Visit>(&id).await?;
-    if loaded.version == 0 || !caller.may_access(&loaded.state.owner) {
-        return Err(ApiError::NotFound(format!("no visit with id `{id}`")));
-    }
-    view(
-        &id,
-        &loaded.state,
-        loaded.version,
-        loaded.position,
-        &headers,
-    )
+pub async fn get(request: ReadRequest) -> Result<Response, ApiError> {
+    request
+        .allow(
+            &[Role::Client, Role::Operator, Role::Support],
+            "read visits",
+        )?
+        .read::<Visit>()
+        .await
 }
