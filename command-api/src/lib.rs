@@ -8,7 +8,8 @@
 //! - `bookings`, `visits`: the aggregate routes (create is idempotent; reads fold the event store).
 //! - `callbacks`: HMAC-signed partner callbacks.
 //! - `payments`: HMAC-signed payment provider webhooks.
-//! - `resource`: what routes need of an aggregate ([`resource::Resource`]) and the shared command path.
+//! - `resource`: what routes need of an aggregate ([`resource::Resource`]), the request extractors whose
+//!   `allow` leads to the shared command, create and read paths.
 //! - `idempotency`: `Idempotency-Key` records, derived aggregate ids, replayed answers.
 //! - `auth`: the caller of a request (tokens and role rules are `service_kit`'s).
 //! - `extract`: JSON body, `Idempotency-Key`, `If-Match`, correlation id extractors.
