@@ -114,11 +114,8 @@ pub async fn bookings(store: &EventStore, action: BookingsAction) -> Result<(), 
 /// `trailbook token --role <r> --subject <s>`: a token signed with the data dir's (or the
 /// environment's) secret.
 pub fn token(data_dir: &std::path::Path, args: &TokenArgs) -> Result<(), Failure> {
-    let secret =
-        secrets::load_or_create(JWT_SECRET_ENV, data_dir, "jwt-secret").map_err(|e| Failure {
-            code: 1,
-            message: chain(&e),
-        })?;
+    let secret = secrets::load_or_create(JWT_SECRET_ENV, data_dir, "jwt-secret")
+        .map_err(|e| Failure::other(chain(&e)))?;
     let role = match args.role {
         TokenRole::Client => Role::Client,
         TokenRole::Operator => Role::Operator,
@@ -134,9 +131,6 @@ pub fn token(data_dir: &std::path::Path, args: &TokenArgs) -> Result<(), Failure
             args.subject.trim(),
             chrono::Duration::hours(i64::from(args.ttl_hours)),
         )
-        .map_err(|e| Failure {
-            code: 1,
-            message: format!("cannot sign the token: {e}"),
-        })?;
+        .map_err(|e| Failure::other(format!("cannot sign the token: {e}")))?;
     emit(&token)
 }

@@ -11,9 +11,18 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// What the user must fix (exit code 2).
     pub fn usage(message: impl Into<String>) -> Self {
         Self {
             code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// Anything else (exit code 1).
+    pub fn other(message: impl Into<String>) -> Self {
+        Self {
+            code: 1,
             message: message.into(),
         }
     }
@@ -40,9 +49,8 @@ pub fn emit(text: &str) -> Result<(), Failure> {
     match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Failure {
-            code: 1,
-            message: format!("cannot write to standard output: {e}"),
-        }),
+        Err(e) => Err(Failure::other(format!(
+            "cannot write to standard output: {e}"
+        ))),
     }
 }

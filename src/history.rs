@@ -19,10 +19,11 @@ pub async fn print(store: &EventStore, args: &HistoryArgs) -> Result<(), Failure
 async fn show<A: AggregateSchema>(store: &EventStore, args: &HistoryArgs) -> Result<(), Failure> {
     let events = store.history(A::TYPE, &args.id).await?;
     if events.is_empty() {
-        return Err(Failure {
-            code: 1,
-            message: format!("no {} with id `{}`", A::TYPE, args.id),
-        });
+        return Err(Failure::other(format!(
+            "no {} with id `{}`",
+            A::TYPE,
+            args.id
+        )));
     }
     let head = events.len() as u64;
     let loaded: Loaded<A> = match (args.at_version, args.as_of) {
@@ -42,10 +43,8 @@ async fn show<A: AggregateSchema>(store: &EventStore, args: &HistoryArgs) -> Res
         .filter(|e| u64::try_from(e.sequence).is_ok_and(|s| s <= loaded.version))
         .collect();
     let later = events.len() - shown.len();
-    let state = serde_json::to_value(&loaded.state).map_err(|e| Failure {
-        code: 1,
-        message: format!("cannot render the state: {e}"),
-    })?;
+    let state = serde_json::to_value(&loaded.state)
+        .map_err(|e| Failure::other(format!("cannot render the state: {e}")))?;
 
     if args.json {
         let out = json!({

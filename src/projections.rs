@@ -12,10 +12,8 @@ pub async fn run(pool: &PgPool, action: Option<ProjectionsAction>) -> Result<(),
         ProjectionsAction::Status { json } => {
             let statuses = projector::status(pool).await.map_err(failure)?;
             if json {
-                let text = serde_json::to_string_pretty(&statuses).map_err(|e| Failure {
-                    code: 1,
-                    message: format!("cannot print the status as JSON: {e}"),
-                })?;
+                let text = serde_json::to_string_pretty(&statuses)
+                    .map_err(|e| Failure::other(format!("cannot print the status as JSON: {e}")))?;
                 emit(&text)
             } else {
                 emit(projector::cli::status_table(&statuses).trim_end())

@@ -85,9 +85,11 @@ impl Listening {
         let Some(path) = ready_file else {
             return Ok(());
         };
-        let fail = |e: std::io::Error| Failure {
-            code: 1,
-            message: format!("cannot write the ready file {}: {e}", path.display()),
+        let fail = |e: std::io::Error| {
+            Failure::other(format!(
+                "cannot write the ready file {}: {e}",
+                path.display()
+            ))
         };
         let json = serde_json::to_vec_pretty(self).map_err(|e| fail(std::io::Error::other(e)))?;
         let partial = path.with_extension("partial");
@@ -106,10 +108,7 @@ pub async fn serve(db_args: &DbArgs, args: &ServeArgs, parts: Parts) -> Result<(
 }
 
 fn secret(env: &'static str, db_args: &DbArgs, file: &str) -> Result<Vec<u8>, Failure> {
-    secrets::load_or_create(env, &db_args.data_dir, file).map_err(|e| Failure {
-        code: 1,
-        message: chain(&e),
-    })
+    secrets::load_or_create(env, &db_args.data_dir, file).map_err(|e| Failure::other(chain(&e)))
 }
 
 async fn serve_until_signal(
@@ -255,10 +254,7 @@ async fn serve_until_signal(
         });
     }
     listening.announce(args.ready_file.as_deref())?;
-    parts_running
-        .run(signal)
-        .await
-        .map_err(|message| Failure { code: 1, message })
+    parts_running.run(signal).await.map_err(Failure::other)
 }
 
 async fn bind(addr: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener, Failure> {
@@ -311,10 +307,7 @@ pub async fn run_projector(db_args: &DbArgs) -> Result<(), Failure> {
             telemetry::shutdown_signal(),
         )
         .await
-        .map_err(|e| Failure {
-            code: 1,
-            message: chain(&e),
-        });
+        .map_err(|e| Failure::other(chain(&e)));
         (db, result)
     })
     .await
@@ -333,10 +326,7 @@ pub async fn run_workers(db_args: &DbArgs, args: &WorkersArgs) -> Result<(), Fai
         };
         let result = workers::service::run(db.pool.clone(), config, telemetry::shutdown_signal())
             .await
-            .map_err(|e| Failure {
-                code: 1,
-                message: chain(&e),
-            });
+            .map_err(|e| Failure::other(chain(&e)));
         (db, result)
     })
     .await
@@ -360,8 +350,5 @@ pub async fn partner_sim(db_args: &DbArgs, args: &PartnerSimArgs) -> Result<(), 
     listening.announce(args.ready_file.as_deref())?;
     simulator::serve(listener, config, telemetry::shutdown_signal())
         .await
-        .map_err(|e| Failure {
-            code: 1,
-            message: chain(&e),
-        })
+        .map_err(|e| Failure::other(chain(&e)))
 }

@@ -97,26 +97,26 @@ pub struct ExecuteOptions {
 /// aggregate's [`WriteRules`] always run; a caller adds only its own hook and visibility rule.
 #[must_use = "a command does nothing until it is awaited"]
 pub struct Execute<'a, A: WriteRules, H, G> {
+    command: Pending<'a, A>,
+    hook: &'a H,
+    may_access: G,
+}
+
+/// What [`EventStore::execute`] was given, whatever the caller adds.
+struct Pending<'a, A: WriteRules> {
     store: &'a EventStore,
     id: &'a str,
     command: A::Command,
     services: &'a A::Services,
     context: &'a CommandContext,
     options: ExecuteOptions,
-    hook: &'a H,
-    may_access: G,
 }
 
 impl<'a, A: WriteRules, H, G> Execute<'a, A, H, G> {
     /// Runs `hook`'s statements in the append transaction too, after the aggregate's write rules.
     pub fn with_hook<H2: CommitHook<A>>(self, hook: &'a H2) -> Execute<'a, A, H2, G> {
         Execute {
-            store: self.store,
-            id: self.id,
             command: self.command,
-            services: self.services,
-            context: self.context,
-            options: self.options,
             hook,
             may_access: self.may_access,
         }
@@ -129,12 +129,7 @@ impl<'a, A: WriteRules, H, G> Execute<'a, A, H, G> {
         G2: Fn(&A) -> bool + Send + Sync,
     {
         Execute {
-            store: self.store,
-            id: self.id,
             command: self.command,
-            services: self.services,
-            context: self.context,
-            options: self.options,
             hook: self.hook,
             may_access,
         }
@@ -151,7 +146,7 @@ where
     type IntoFuture = std::pin::Pin<Box<dyn Future<Output = Self::Output> + Send + 'a>>;
 
     fn into_future(self) -> Self::IntoFuture {
-        let store = self.store;
+        let store = self.command.store;
         Box::pin(store.run_command(self))
     }
 }
@@ -532,18 +527,20 @@ impl EventStore {
         options: ExecuteOptions,
     ) -> Execute<'a, A, NoHook, fn(&A) -> bool> {
         Execute {
-            store: self,
-            id,
-            command,
-            services,
-            context,
-            options,
+            command: Pending {
+                store: self,
+                id,
+                command,
+                services,
+                context,
+                options,
+            },
             hook: &NoHook,
             may_access: |_: &A| true,
         }
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %run.id))]
+    #[tracing::instrument(level = "debug", skip_all, fields(aggregate_type = A::TYPE, aggregate_id = %run.command.id))]
     async fn run_command<A, H, G>(
         &self,
         run: Execute<'_, A, H, G>,
@@ -555,14 +552,17 @@ impl EventStore {
         G: Fn(&A) -> bool + Send + Sync,
     {
         let Execute {
-            id,
-            command,
-            services,
-            context,
-            options,
+            command:
+                Pending {
+                    id,
+                    command,
+                    services,
+                    context,
+                    options,
+                    ..
+                },
             hook,
             may_access,
-            ..
         } = run;
         let hooks = (A::write_rules(), hook);
         let mut attempt = 0;
