@@ -83,6 +83,10 @@ struct Args {
     /// Fixed command rate of the live-lag run (commands per second).
     #[arg(long, default_value_t = 1000.0)]
     lag_rate: f64,
+    /// Windows measured back to back for each point of the command workloads; the median one is
+    /// reported (default: 3, 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=15))]
+    repeats: Option<u32>,
 }
 
 /// The phases of a run, in the order they run.
@@ -109,10 +113,17 @@ const STREAM_LENGTH: u64 = 10_049;
 /// step of a visit.
 const LIVE_GAP_PAIRS: usize = 100;
 
+/// The index in [`Plan::clients`] of the client count the targets compare at (16), and the paired
+/// `raw_sql` runs at.
+const COMPARED: usize = 2;
+
 /// How long and how big each workload is.
 #[derive(Debug, Clone)]
 struct Plan {
-    clients: [usize; 3],
+    /// The client counts of every command workload; [`COMPARED`] indexes the one the targets compare.
+    clients: [usize; 4],
+    /// Windows per point of a command workload (the median one is reported).
+    repeats: u32,
     warmup: Duration,
     window: Duration,
     lag_window: Duration,
@@ -126,7 +137,8 @@ impl Plan {
     fn new(args: &Args) -> Self {
         let mut plan = if args.quick {
             Self {
-                clients: [1, 4, 16],
+                clients: [1, 4, 16, 64],
+                repeats: 1,
                 warmup: Duration::from_millis(250),
                 window: Duration::from_millis(1000),
                 lag_window: Duration::from_secs(3),
@@ -137,9 +149,10 @@ impl Plan {
             }
         } else {
             Self {
-                clients: [1, 4, 16],
+                clients: [1, 4, 16, 64],
+                repeats: 3,
                 warmup: Duration::from_secs(2),
-                window: Duration::from_secs(10),
+                window: Duration::from_secs(5),
                 lag_window: Duration::from_secs(20),
                 stream_length: STREAM_LENGTH,
                 stream_window: Duration::from_secs(5),
@@ -149,6 +162,9 @@ impl Plan {
         };
         if let Some(n) = args.projector_events {
             plan.projector_events = n.max(10);
+        }
+        if let Some(n) = args.repeats {
+            plan.repeats = n;
         }
         plan
     }
@@ -281,6 +297,7 @@ async fn run(args: Args) -> Result<()> {
         server: server_description,
         settings,
         window_s: plan.window.as_secs_f64(),
+        repeats: plan.repeats,
         warmup_s: plan.warmup.as_secs_f64(),
         lag_rate: args.lag_rate,
         projector_events: plan.projector_events / 10 * 10,
@@ -479,7 +496,7 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
         }
         let rss = rss_http.max(serve.peak_rss_mb()?);
         rows.push(
-            Row::new("serve_rss_mb", count(cx.plan.clients[2]))
+            Row::new("serve_rss_mb", count(cx.plan.clients[COMPARED]))
                 .variant(format!(
                     "VmHWM; {rss_http:.1} MB after http_create, {rss:.1} MB after the lag run"
                 ))
@@ -536,13 +553,9 @@ async fn inproc_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
     for &c in &plan.clients {
         progress(&format!("inproc_create, {c} clients"));
         let (store, seq) = (store.clone(), seq.clone());
-        let (m, per_op) = probed(
-            probe_pool,
-            None,
-            closed_loop(c, plan.warmup, plan.window, move || {
-                commands::inproc_create(store.clone(), seq.clone())
-            }),
-        )
+        let (m, per_op) = point(plan, probe_pool, None, c, move || {
+            commands::inproc_create(store.clone(), seq.clone())
+        })
         .await;
         rows.push(Row::measured("inproc_create", count(c), &m).costs_of(per_op));
     }
@@ -550,13 +563,9 @@ async fn inproc_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
     for &c in &plan.clients {
         progress(&format!("inproc_create (store only), {c} clients"));
         let (store, seq) = (store.clone(), seq.clone());
-        let (m, per_op) = probed(
-            probe_pool,
-            None,
-            closed_loop(c, plan.warmup, plan.window, move || {
-                commands::inproc_store_only(store.clone(), seq.clone())
-            }),
-        )
+        let (m, per_op) = point(plan, probe_pool, None, c, move || {
+            commands::inproc_store_only(store.clone(), seq.clone())
+        })
         .await;
         rows.push(
             Row::measured("inproc_create", count(c), &m)
@@ -568,13 +577,9 @@ async fn inproc_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
     for &c in &plan.clients {
         progress(&format!("raw_sql, {c} clients"));
         let (pool, seq) = (pool.clone(), seq.clone());
-        let (m, per_op) = probed(
-            probe_pool,
-            None,
-            closed_loop(c, plan.warmup, plan.window, move || {
-                commands::raw_sql(pool.clone(), seq.clone())
-            }),
-        )
+        let (m, per_op) = point(plan, probe_pool, None, c, move || {
+            commands::raw_sql(pool.clone(), seq.clone())
+        })
         .await;
         rows.push(Row::measured("raw_sql", count(c), &m).costs_of(per_op));
     }
@@ -582,13 +587,9 @@ async fn inproc_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
     for &c in &plan.clients {
         progress(&format!("raw_sql (one statement), {c} clients"));
         let (pool, seq) = (pool.clone(), seq.clone());
-        let (m, per_op) = probed(
-            probe_pool,
-            None,
-            closed_loop(c, plan.warmup, plan.window, move || {
-                commands::raw_one_statement(pool.clone(), seq.clone())
-            }),
-        )
+        let (m, per_op) = point(plan, probe_pool, None, c, move || {
+            commands::raw_one_statement(pool.clone(), seq.clone())
+        })
         .await;
         rows.push(
             Row::measured("raw_sql", count(c), &m)
@@ -601,13 +602,9 @@ async fn inproc_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
     for &c in &plan.clients {
         progress(&format!("raw_ceiling, {c} clients"));
         let (pool, seq, template) = (pool.clone(), seq.clone(), template.clone());
-        let (m, per_op) = probed(
-            probe_pool,
-            None,
-            closed_loop(c, plan.warmup, plan.window, move || {
-                commands::raw_ceiling(pool.clone(), seq.clone(), template.clone())
-            }),
-        )
+        let (m, per_op) = point(plan, probe_pool, None, c, move || {
+            commands::raw_ceiling(pool.clone(), seq.clone(), template.clone())
+        })
         .await;
         rows.push(Row::measured("raw_ceiling", count(c), &m).costs_of(per_op));
     }
@@ -616,13 +613,9 @@ async fn inproc_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
     for &c in &plan.clients {
         progress(&format!("stock_cqrs_es, {c} clients"));
         let (cqrs, seq) = (cqrs.clone(), seq.clone());
-        let (m, per_op) = probed(
-            probe_pool,
-            None,
-            closed_loop(c, plan.warmup, plan.window, move || {
-                commands::stock_cqrs_es(cqrs.clone(), seq.clone())
-            }),
-        )
+        let (m, per_op) = point(plan, probe_pool, None, c, move || {
+            commands::stock_cqrs_es(cqrs.clone(), seq.clone())
+        })
         .await;
         rows.push(Row::measured("stock_cqrs_es", count(c), &m).costs_of(per_op));
     }
@@ -796,19 +789,15 @@ async fn http_runs(
             http.token.clone(),
             seq.clone(),
         );
-        let (m, per_op) = probed(
-            &cx.probe_pool,
-            Some(pid),
-            closed_loop(c, cx.plan.warmup, cx.plan.window, move || {
-                commands::http_create(
-                    client.clone(),
-                    base.clone(),
-                    token.clone(),
-                    seq.clone(),
-                    None,
-                )
-            }),
-        )
+        let (m, per_op) = point(cx.plan, &cx.probe_pool, Some(pid), c, move || {
+            commands::http_create(
+                client.clone(),
+                base.clone(),
+                token.clone(),
+                seq.clone(),
+                None,
+            )
+        })
         .await;
         let row = Row::measured("http_create", count(c), &m).costs_of(per_op);
         rows.push(match variant {
@@ -822,17 +811,13 @@ async fn http_runs(
 /// run minutes later shows how far the machine drifted, and the HTTP/raw ratio from the two adjacent
 /// windows is the one the drift moves least.
 async fn paired_raw_sql(cx: &Ctx<'_>, tag: &str, after: &str) -> Row {
-    let c = cx.plan.clients[2];
+    let c = cx.plan.clients[COMPARED];
     progress(&format!("raw_sql, {c} clients, right after {after}"));
     let seq = Seq::new(cx.nonce, &format!("raw-paired-{tag}"));
     let pool = cx.pool.clone();
-    let (m, per_op) = probed(
-        &cx.probe_pool,
-        None,
-        closed_loop(c, cx.plan.warmup, cx.plan.window, move || {
-            commands::raw_sql(pool.clone(), seq.clone())
-        }),
-    )
+    let (m, per_op) = point(cx.plan, &cx.probe_pool, None, c, move || {
+        commands::raw_sql(pool.clone(), seq.clone())
+    })
     .await;
     Row::measured("raw_sql", count(c), &m)
         .costs_of(per_op)
@@ -888,6 +873,45 @@ struct PerOp {
     write_tx: Option<f64>,
     wal_bytes: Option<f64>,
     cpu_us: (f64, Option<f64>, f64),
+}
+
+/// One point of a command workload: `plan.repeats` windows of `clients` loops of `op`, back to back and
+/// each probed, of which the median one (by throughput) is reported, so one noisy window cannot decide a
+/// figure.
+async fn point<F, Fut>(
+    plan: &Plan,
+    probe_pool: &sqlx::PgPool,
+    server_pid: Option<u32>,
+    clients: usize,
+    op: F,
+) -> (Measured, Option<PerOp>)
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<()>> + Send + 'static,
+{
+    let mut windows = Vec::new();
+    for _ in 0..plan.repeats.max(1) {
+        let window = closed_loop(clients, plan.warmup, plan.window, op.clone());
+        windows.push(probed(probe_pool, server_pid, window).await);
+    }
+    median_window(windows)
+}
+
+/// The median of measured windows by throughput (the upper one of an even count), carrying the errors of
+/// every window so that none is hidden by the choice.
+fn median_window(mut windows: Vec<(Measured, Option<PerOp>)>) -> (Measured, Option<PerOp>) {
+    let errors: u64 = windows.iter().map(|(m, _)| m.errors).sum();
+    let first_error = windows.iter().find_map(|(m, _)| m.first_error.clone());
+    windows.sort_by(|a, b| a.0.ops_per_s().total_cmp(&b.0.ops_per_s()));
+    let middle = windows.len() / 2;
+    match windows.into_iter().nth(middle) {
+        Some((mut m, per_op)) => {
+            m.errors = errors;
+            m.first_error = m.first_error.or(first_error);
+            (m, per_op)
+        }
+        None => (Measured::default(), None),
+    }
 }
 
 /// Runs `work` and returns with it the write transactions (transaction ids assigned, server-wide), WAL
@@ -1187,5 +1211,35 @@ impl CostsOf for Row {
             Some(p) => self.costs(p.write_tx, p.wal_bytes, p.cpu_us),
             None => self,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_window;
+    use crate::load::Measured;
+    use std::time::Duration;
+
+    fn window(ops: u64, errors: u64) -> (Measured, Option<super::PerOp>) {
+        let m = Measured {
+            ops,
+            errors,
+            first_error: (errors > 0).then(|| format!("error after {ops}")),
+            window: Duration::from_secs(1),
+            ..Measured::default()
+        };
+        (m, None)
+    }
+
+    #[test]
+    fn the_median_window_is_reported_with_every_error() {
+        let (m, _) = median_window(vec![window(300, 0), window(100, 2), window(200, 1)]);
+        assert_eq!(m.ops, 200);
+        assert_eq!(m.errors, 3);
+        assert_eq!(m.first_error.as_deref(), Some("error after 200"));
+        let (m, _) = median_window(vec![window(100, 0), window(400, 0)]);
+        assert_eq!(m.ops, 400, "the upper middle of an even count");
+        let (m, _) = median_window(vec![window(50, 0)]);
+        assert_eq!(m.ops, 50);
     }
 }

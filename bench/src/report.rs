@@ -146,6 +146,8 @@ pub struct RunInfo {
     pub settings: Settings,
     pub window_s: f64,
     pub warmup_s: f64,
+    /// Windows per point of a command workload (the median one is reported).
+    pub repeats: u32,
     pub lag_rate: f64,
     pub projector_events: u64,
     pub stream_length: u64,
@@ -308,8 +310,9 @@ pub fn write_markdown(path: &Path, info: &RunInfo, rows: &[Row], targets: &[Targ
     } else {
         let _ = writeln!(
             md,
-            "Full run: {:.0} s per point after {:.0} s of warm-up.\n",
-            info.window_s, info.warmup_s
+            "Full run: each point of a command workload is the median of {} windows of {:.0} s, each after \
+             {:.0} s of warm-up.\n",
+            info.repeats, info.window_s, info.warmup_s
         );
     }
     let _ = writeln!(
@@ -356,10 +359,11 @@ pub fn write_markdown(path: &Path, info: &RunInfo, rows: &[Row], targets: &[Targ
     );
     let _ = writeln!(
         md,
-        "| sizes | windows {:.1} s (+{:.2} s warm-up); projector log {} events; long stream {} events, \
-         snapshot every {}; live lag at {:.0} commands/s |\n",
+        "| sizes | windows {:.1} s (+{:.2} s warm-up), the median of {} per command point; projector log {} \
+         events; long stream {} events, snapshot every {}; live lag at {:.0} commands/s |\n",
         info.window_s,
         info.warmup_s,
+        info.repeats,
         info.projector_events,
         info.stream_length,
         info.snapshot_every,
