@@ -9,7 +9,7 @@
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use domain::booking::BookingError;
@@ -105,7 +105,7 @@ pub struct ReadRequest {
     state: AppState,
     caller: Caller,
     id: String,
-    headers: HeaderMap,
+    if_none_match: Option<HeaderValue>,
 }
 
 /// A request whose caller has one of the roles its route allows: the only way to the shared paths.
@@ -123,13 +123,12 @@ async fn caller_and_id(parts: &mut Parts, state: &AppState) -> Result<(Caller, S
     Ok((caller, id))
 }
 
-fn correlation(parts: &Parts) -> String {
-    parts
-        .extensions
-        .get::<CorrelationId>()
-        .cloned()
-        .unwrap_or_else(|| CorrelationId::from_headers(&parts.headers))
-        .0
+/// The request's correlation id, as the middleware chose it.
+async fn correlation(parts: &mut Parts, state: &AppState) -> String {
+    match CorrelationId::from_request_parts(parts, state).await {
+        Ok(CorrelationId(id)) => id,
+        Err(never) => match never {},
+    }
 }
 
 impl FromRequestParts<AppState> for CommandRequest {
@@ -141,7 +140,7 @@ impl FromRequestParts<AppState> for CommandRequest {
         Ok(Self {
             state: state.clone(),
             caller,
-            correlation: correlation(parts),
+            correlation: correlation(parts, state).await,
             id,
             if_match,
         })
@@ -157,7 +156,7 @@ impl FromRequestParts<AppState> for CreateRequest {
         Ok(Self {
             state: state.clone(),
             caller,
-            correlation: correlation(parts),
+            correlation: correlation(parts, state).await,
             key,
         })
     }
@@ -172,7 +171,7 @@ impl FromRequestParts<AppState> for ReadRequest {
             state: state.clone(),
             caller,
             id,
-            headers: parts.headers.clone(),
+            if_none_match: parts.headers.get(header::IF_NONE_MATCH).cloned(),
         })
     }
 }
@@ -286,15 +285,15 @@ impl Allowed<ReadRequest> {
             state,
             caller,
             id,
-            headers,
+            if_none_match,
         } = self.0;
         let loaded = state.store.load::<A>(&id).await?;
         if loaded.version == 0 || !caller.may_access(loaded.state.owner()) {
             return Err(ApiError::NotFound(format!("no {} with id `{id}`", A::KIND)));
         }
         let etag = format!("\"{}\"", loaded.version);
-        if headers
-            .get(header::IF_NONE_MATCH)
+        if if_none_match
+            .as_ref()
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.trim() == etag)
         {
