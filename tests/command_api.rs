@@ -28,6 +28,11 @@ async fn a_booking_is_created_read_and_cancelled() {
     assert_eq!(read.status, 200);
     assert_eq!(read.header("etag"), Some("\"1\""));
     assert_eq!(read.body["status"], "requested");
+    let unchanged = s
+        .get_with(&location, &ada, &[("If-None-Match", "\"1\"")])
+        .await;
+    assert_eq!(unchanged.status, 304);
+    assert_eq!(unchanged.header("etag"), Some("\"1\""));
     assert_eq!(
         read.body["amount"],
         json!({"minor": 25000, "currency": "EUR"})

@@ -159,15 +159,16 @@ impl Server {
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Reply {
-        Reply::from(
-            self.http
-                .get(self.url(path))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
+        self.get_with(path, token, &[]).await
+    }
+
+    /// `get` with extra request headers.
+    pub async fn get_with(&self, path: &str, token: &str, headers: &[(&str, &str)]) -> Reply {
+        let mut req = self.http.get(self.url(path)).bearer_auth(token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        Reply::from(req.send().await.unwrap()).await
     }
 
     /// Creates a booking for `owner` and returns its id.
