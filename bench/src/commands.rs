@@ -185,7 +185,6 @@ pub async fn inproc_create(store: EventStore, seq: Arc<Seq>) -> Result<()> {
         scope: CLIENT.to_owned(),
         key: key.clone(),
         request_hash: idempotency::request_hash(ROUTE, &canonical),
-        aggregate_type: "booking",
         ttl: chrono::Duration::hours(24),
         response: {
             let id = id.clone();
@@ -260,38 +259,38 @@ pub async fn raw_sql(pool: PgPool, seq: Arc<Seq>) -> Result<()> {
 
     let mut conn = pool.acquire().await.context("raw acquire")?;
     let mut tx = conn.begin().await.context("raw begin")?;
-    let positions: Vec<i64> = sqlx::query_scalar(sql::APPEND_EVENTS)
-        .bind("booking")
-        .bind(&id)
-        .bind(vec![1_i64])
-        .bind(vec![event.event_type()])
-        .bind(vec![event.event_version()])
-        .bind(vec![payload])
-        .bind(vec![metadata])
+    let _claimed: Vec<String> = sqlx::query_scalar(sql::CLAIM_SLOTS)
+        .bind([&id])
+        .bind([&body.partner])
+        .bind([&body.resource])
+        .bind([body.starts_at])
+        .bind([body.ends_at])
+        .fetch_all(&mut *tx)
+        .await
+        .context("raw claim")?;
+    let positions: Vec<(String, String, i64, i64)> = sqlx::query_as(sql::APPEND_EVENTS)
+        .bind(["booking"])
+        .bind([&id])
+        .bind([1_i64])
+        .bind([event.event_type()])
+        .bind([event.event_version()])
+        .bind([payload])
+        .bind([metadata])
         .fetch_all(&mut *tx)
         .await
         .context("raw append")?;
-    let position = positions.into_iter().max().unwrap_or_default();
-    sqlx::query(sql::CLAIM_SLOT)
-        .bind(&id)
-        .bind(&body.partner)
-        .bind(&body.resource)
-        .bind(body.starts_at)
-        .bind(body.ends_at)
-        .execute(&mut *tx)
-        .await
-        .context("raw claim")?;
+    let position = positions.into_iter().map(|p| p.3).max().unwrap_or_default();
     let response =
         json!({"booking_id": id, "status": "requested", "version": 1, "position": position});
-    sqlx::query(sql::RECORD_IDEMPOTENCY_KEY)
-        .bind(CLIENT)
-        .bind(&key)
-        .bind(&hash)
-        .bind("booking")
-        .bind(&id)
-        .bind(response)
-        .bind(chrono::Duration::hours(24))
-        .execute(&mut *tx)
+    let _recorded: Vec<(String, String)> = sqlx::query_as(sql::RECORD_IDEMPOTENCY_KEYS)
+        .bind([CLIENT])
+        .bind([&key])
+        .bind([&hash])
+        .bind(["booking"])
+        .bind([&id])
+        .bind([response])
+        .bind([24.0 * 3600.0_f64])
+        .fetch_all(&mut *tx)
         .await
         .context("raw idempotency record")?;
     tx.commit().await.context("raw commit")?;

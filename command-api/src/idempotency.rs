@@ -11,8 +11,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
-use store::{Appended, Change, CommandError, CommitHook, ExecuteOptions, HookError};
+use sqlx::PgPool;
+use store::{
+    Appended, Change, CommandError, CommitHook, ExecuteOptions, HookError, KeyRecord, Writes,
+};
 
 use crate::auth::Caller;
 use crate::error::{ApiError, DomainError};
@@ -97,7 +99,6 @@ pub struct Record<F> {
     pub scope: String,
     pub key: String,
     pub request_hash: String,
-    pub aggregate_type: &'static str,
     pub ttl: chrono::Duration,
     /// Builds the response body from the committed state (stored as its JSON).
     pub response: F,
@@ -105,38 +106,19 @@ pub struct Record<F> {
 
 impl<A, F, R> CommitHook<A> for Record<F>
 where
-    A: cqrs_es::Aggregate,
-    F: Fn(&A, Appended) -> R + Send + Sync,
-    R: Serialize + Send + 'static,
+    A: cqrs_es::Aggregate + Clone + 'static,
+    F: Fn(&A, Appended) -> R + Clone + Send + Sync + 'static,
+    R: Serialize,
 {
-    async fn before_commit(
-        &self,
-        tx: &mut PgConnection,
-        change: &Change<'_, A>,
-        appended: Appended,
-    ) -> Result<(), HookError> {
-        let aggregate_id = change.aggregate_id;
-        let response = (self.response)(change.after, appended);
-        // An expired record of the same key is replaced; a live one means a concurrent winner.
-        let written = sqlx::query(store::sql::RECORD_IDEMPOTENCY_KEY)
-            .bind(&self.scope)
-            .bind(&self.key)
-            .bind(&self.request_hash)
-            .bind(self.aggregate_type)
-            .bind(aggregate_id)
-            .bind(sqlx::types::Json(response))
-            .bind(self.ttl)
-            .execute(&mut *tx)
-            .await?;
-        if written.rows_affected() == 0 {
-            return Err(HookError::Refused {
-                code: "idempotency_key_in_use",
-                message:
-                    "this Idempotency-Key is being used by another request; retry to get its answer"
-                        .into(),
-                related_id: None,
-            });
-        }
+    fn writes(&self, change: &Change<'_, A>, writes: &mut Writes) -> Result<(), HookError> {
+        let (answer, after) = (self.response.clone(), change.after.clone());
+        writes.record(KeyRecord {
+            scope: self.scope.clone(),
+            key: self.key.clone(),
+            request_hash: self.request_hash.clone(),
+            ttl: self.ttl,
+            response: Box::new(move |at| serde_json::to_value(answer(&after, at))),
+        });
         Ok(())
     }
 }
@@ -200,9 +182,11 @@ where
         scope: request.scope.clone(),
         key: request.key.clone(),
         request_hash: request.hash.clone(),
-        aggregate_type: A::TYPE,
         ttl: state.config.idempotency_ttl,
-        response: move |a: &A, at: Appended| a.answer(&request.id, at.version, Some(at.position)),
+        response: {
+            let id = request.id.clone();
+            move |a: &A, at: Appended| a.answer(&id, at.version, Some(at.position))
+        },
     };
     let options = ExecuteOptions {
         new_stream: true,

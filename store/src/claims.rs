@@ -12,11 +12,10 @@
 //! future change adds, as long as the status says whether it holds the room.
 
 use domain::Booking;
-use sqlx::PgConnection;
 
+use crate::commit::{Claim, Writes};
 use crate::error::HookError;
-use crate::event_store::{Appended, Change, CommitHook};
-use crate::sql::CLAIM_SLOT;
+use crate::event_store::{Change, CommitHook};
 
 /// Claims the slot when a booking starts holding it; releases it when the booking stops holding it.
 #[derive(Debug, Clone, Copy)]
@@ -33,79 +32,35 @@ impl BookingClaims {
 /// The machine-readable code of a refused claim.
 pub const SLOT_TAKEN: &str = "slot_taken";
 
-/// What a change does to the booking's claim.
-fn transition(change: &Change<'_, Booking>) -> Option<bool> {
-    match (change.before.holds_slot(), change.after.holds_slot()) {
-        (false, true) => Some(true),
-        (true, false) => Some(false),
-        _ => None,
-    }
-}
-
 impl CommitHook<Booking> for BookingClaims {
-    fn needed(&self, change: &Change<'_, Booking>) -> bool {
-        transition(change).is_some()
-    }
-
-    async fn before_commit(
-        &self,
-        tx: &mut PgConnection,
-        change: &Change<'_, Booking>,
-        _appended: Appended,
-    ) -> Result<(), HookError> {
-        match transition(change) {
-            Some(true) => claim(tx, change.aggregate_id, change.after).await,
-            Some(false) => {
-                sqlx::query("delete from resource_claims where booking_id = $1")
-                    .bind(change.aggregate_id)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(())
+    fn writes(&self, change: &Change<'_, Booking>, writes: &mut Writes) -> Result<(), HookError> {
+        match (change.before.holds_slot(), change.after.holds_slot()) {
+            (false, true) => {
+                let booking = change.after;
+                writes.claim = Some(Claim {
+                    partner: booking.partner.clone(),
+                    resource: booking.resource.clone(),
+                    starts_at: booking.starts_at,
+                    ends_at: booking.ends_at,
+                });
             }
-            None => Ok(()),
+            (true, false) => writes.release = true,
+            _ => {}
         }
+        Ok(())
     }
 }
 
-async fn claim(
-    tx: &mut PgConnection,
-    booking_id: &str,
-    booking: &Booking,
-) -> Result<(), HookError> {
-    let inserted = sqlx::query(CLAIM_SLOT)
-        .bind(booking_id)
-        .bind(&booking.partner)
-        .bind(&booking.resource)
-        .bind(booking.starts_at)
-        .bind(booking.ends_at)
-        .execute(&mut *tx)
-        .await?;
-    if inserted.rows_affected() == 1 {
-        return Ok(());
-    }
-    let holder: Option<String> = sqlx::query_scalar(
-        "select booking_id from resource_claims
-         where partner = $1 and resource = $2 and period && tstzrange($3, $4, '[)')
-         limit 1",
-    )
-    .bind(&booking.partner)
-    .bind(&booking.resource)
-    .bind(booking.starts_at)
-    .bind(booking.ends_at)
-    .fetch_optional(&mut *tx)
-    .await?;
-    Err(HookError::Refused {
+/// The refusal of a claim that overlaps the live claim of `holder` (when known).
+pub(crate) fn slot_taken(partner: &str, resource: &str, holder: Option<String>) -> HookError {
+    HookError::Refused {
         code: SLOT_TAKEN,
         message: match &holder {
             Some(other) => format!(
-                "{} of {} is already booked for an overlapping period by booking {other}",
-                booking.resource, booking.partner
+                "{resource} of {partner} is already booked for an overlapping period by booking {other}"
             ),
-            None => format!(
-                "{} of {} is already booked for an overlapping period",
-                booking.resource, booking.partner
-            ),
+            None => format!("{resource} of {partner} is already booked for an overlapping period"),
         },
         related_id: holder,
-    })
+    }
 }

@@ -36,6 +36,10 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// The committer of the store's appends is gone (its runtime is shutting down); nothing was written.
+    #[error("the event store is shutting down; nothing was written")]
+    Stopped,
+
     /// The private PostgreSQL cluster could not be started.
     #[error(transparent)]
     Embedded(#[from] crate::embedded::EmbeddedError),
@@ -46,7 +50,7 @@ impl Error {
     /// should answer "try again later" (HTTP 503 with Retry-After).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Error::Connect { .. } => true,
+            Error::Connect { .. } | Error::Stopped => true,
             Error::Database(e) => {
                 matches!(
                     e,

@@ -7,21 +7,21 @@
 //! conflict retries, and loading at a past version or time.
 
 use std::future::Future;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use domain::AggregateSchema;
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::PgPool;
 
 use crate::backoff::Backoff;
-use crate::conn::Guarded;
+use crate::commit::{Committer, GroupCommit, Outcome, Prepared, Writes};
 use crate::error::{CommandError, Error, HookError, Result};
 use crate::log::{decode_event, RecordedEvent, RECORDED_COLUMNS};
 use crate::metadata::{CommandContext, EventMetadata};
 use crate::notify::CommitNotifier;
-use crate::sql::APPEND_EVENTS;
 
 /// Tuning of the event store.
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct StoreConfig {
     pub snapshot_every: u64,
     /// How often a command is re-run after losing a race for its aggregate before giving up.
     pub max_conflict_retries: u32,
+    /// How concurrent appends share transactions (see [`crate::commit`]).
+    pub group_commit: GroupCommit,
 }
 
 impl Default for StoreConfig {
@@ -37,6 +39,7 @@ impl Default for StoreConfig {
         Self {
             snapshot_every: 50,
             max_conflict_retries: 5,
+            group_commit: GroupCommit::default(),
         }
     }
 }
@@ -173,22 +176,13 @@ pub struct Change<'a, A: Aggregate> {
     pub events: &'a [A::Event],
 }
 
-/// Extra statements that must commit or fail together with a command's events, such as a claim on a
-/// resource's time slot. Runs inside the append transaction, after the events were inserted.
+/// Rows that must commit or fail together with a command's events, such as a claim on a resource's
+/// time slot or the stored answer of an idempotent create. A hook does not run statements itself: it says
+/// what to write ([`Writes`]), and the store writes it in the append transaction, for many commands at
+/// once when they commit together (see [`crate::commit`]).
 pub trait CommitHook<A: Aggregate>: Send + Sync {
-    /// Whether this change needs the hook's statements. When no hook of a command needs any, the append
-    /// is one autocommitted statement (no BEGIN/COMMIT round trips).
-    fn needed(&self, _change: &Change<'_, A>) -> bool {
-        true
-    }
-
-    /// Writes the hook's rows; an `Err` rolls back the events too.
-    fn before_commit(
-        &self,
-        tx: &mut PgConnection,
-        change: &Change<'_, A>,
-        appended: Appended,
-    ) -> impl Future<Output = Result<(), HookError>> + Send;
+    /// Adds this hook's rows for `change` to `writes`; an `Err` refuses the command (nothing is written).
+    fn writes(&self, change: &Change<'_, A>, writes: &mut Writes) -> Result<(), HookError>;
 }
 
 /// The write rules of an aggregate: statements that every append of it runs in its transaction, whoever
@@ -230,59 +224,27 @@ impl WriteRules for domain::Booking {
 pub struct NoHook;
 
 impl<A: Aggregate> CommitHook<A> for NoHook {
-    fn needed(&self, _change: &Change<'_, A>) -> bool {
-        false
-    }
-
-    async fn before_commit(
-        &self,
-        _tx: &mut PgConnection,
-        _change: &Change<'_, A>,
-        _appended: Appended,
-    ) -> Result<(), HookError> {
+    fn writes(&self, _change: &Change<'_, A>, _writes: &mut Writes) -> Result<(), HookError> {
         Ok(())
     }
 }
 
 impl<A: Aggregate, H: CommitHook<A>> CommitHook<A> for &H {
-    fn needed(&self, change: &Change<'_, A>) -> bool {
-        (**self).needed(change)
-    }
-
-    async fn before_commit(
-        &self,
-        tx: &mut PgConnection,
-        change: &Change<'_, A>,
-        appended: Appended,
-    ) -> Result<(), HookError> {
-        (**self).before_commit(tx, change, appended).await
+    fn writes(&self, change: &Change<'_, A>, writes: &mut Writes) -> Result<(), HookError> {
+        (**self).writes(change, writes)
     }
 }
 
-/// Two hooks in one transaction: the first, then the second (each only when it is needed).
+/// Two hooks on one command: the first, then the second.
 impl<A, H1, H2> CommitHook<A> for (H1, H2)
 where
     A: Aggregate,
     H1: CommitHook<A>,
     H2: CommitHook<A>,
 {
-    fn needed(&self, change: &Change<'_, A>) -> bool {
-        self.0.needed(change) || self.1.needed(change)
-    }
-
-    async fn before_commit(
-        &self,
-        tx: &mut PgConnection,
-        change: &Change<'_, A>,
-        appended: Appended,
-    ) -> Result<(), HookError> {
-        if self.0.needed(change) {
-            self.0.before_commit(tx, change, appended).await?;
-        }
-        if self.1.needed(change) {
-            self.1.before_commit(tx, change, appended).await?;
-        }
-        Ok(())
+    fn writes(&self, change: &Change<'_, A>, writes: &mut Writes) -> Result<(), HookError> {
+        self.0.writes(change, writes)?;
+        self.1.writes(change, writes)
     }
 }
 
@@ -336,33 +298,14 @@ const FOLD_SQL: &str = "
     where e.aggregate_type = $1 and e.aggregate_id = $2 and e.sequence = 1
     order by kind, sequence";
 
-/// Why an append did not commit.
-enum AppendError {
-    /// Another writer appended to the stream first (the events primary key refused our sequence).
-    Conflict,
-    Hook(HookError),
-    Store(Error),
-}
-
-impl From<sqlx::Error> for AppendError {
-    fn from(e: sqlx::Error) -> Self {
-        let is_conflict = e.as_database_error().is_some_and(|d| {
-            d.code().as_deref() == Some("23505") && d.constraint() == Some("events_pkey")
-        });
-        if is_conflict {
-            AppendError::Conflict
-        } else {
-            AppendError::Store(Error::Database(e))
-        }
-    }
-}
-
 /// The event store: loads aggregates and runs commands against PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct EventStore {
     pool: PgPool,
     config: StoreConfig,
     notifier: Option<CommitNotifier>,
+    /// Started on the first append, on the runtime of that append; shared by clones.
+    committer: Arc<OnceLock<Committer>>,
 }
 
 impl EventStore {
@@ -371,12 +314,14 @@ impl EventStore {
             pool,
             config,
             notifier: None,
+            committer: Arc::default(),
         }
     }
 
     /// Wakes the log's readers after every commit, through `notifier` (see [`crate::notify`]).
     pub fn with_notifier(mut self, notifier: CommitNotifier) -> Self {
         self.notifier = Some(notifier);
+        self.committer = Arc::default();
         self
     }
 
@@ -607,109 +552,54 @@ impl EventStore {
                 after: &state,
                 events: &events,
             };
-            match self.append(from_version, &change, &context, &hooks).await {
-                Ok(position) => {
-                    let version = from_version + events.len() as u64;
-                    self.maybe_snapshot(id, from_version, version, position, &state)
-                        .await;
+            let mut writes = Writes::default();
+            hooks
+                .writes(&change, &mut writes)
+                .map_err(CommandError::Refused)?;
+            let prepared = prepare::<A>(id, from_version, &events, &context, writes)?;
+            match self.committer().append(prepared).await {
+                Outcome::Appended(appended) => {
+                    self.maybe_snapshot(
+                        id,
+                        from_version,
+                        appended.version,
+                        appended.position,
+                        &state,
+                    )
+                    .await;
                     return Ok(Committed {
                         state,
-                        version,
-                        position: Some(position),
+                        version: appended.version,
+                        position: Some(appended.position),
                         events,
                     });
                 }
-                Err(AppendError::Conflict) if attempt < self.config.max_conflict_retries => {
+                Outcome::Conflict if attempt < self.config.max_conflict_retries => {
                     attempt += 1;
                     tracing::debug!(attempt, "concurrency conflict; retrying the command");
                     tokio::time::sleep(CONFLICT_BACKOFF.delay(attempt)).await;
                 }
-                Err(AppendError::Conflict) => {
+                Outcome::Conflict => {
                     let current = self.load::<A>(id).await?.version;
                     return Err(CommandError::Conflict {
                         current_version: current,
                     });
                 }
-                Err(AppendError::Hook(e)) => return Err(CommandError::Refused(e)),
-                Err(AppendError::Store(e)) => return Err(CommandError::Store(e)),
+                Outcome::Refused(e) => return Err(CommandError::Refused(e)),
+                Outcome::Failed(e) => return Err(CommandError::Store(e)),
             }
         }
     }
 
-    /// Inserts the events after `from_version` in one statement (inside a transaction only when the hook
-    /// writes too) and returns the global position of the last one.
-    async fn append<A: AggregateSchema, H: CommitHook<A>>(
-        &self,
-        from_version: u64,
-        change: &Change<'_, A>,
-        context: &CommandContext,
-        hook: &H,
-    ) -> Result<i64, AppendError> {
-        let (id, events) = (change.aggregate_id, change.events);
-        let mut sequences = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut versions = Vec::with_capacity(events.len());
-        let mut payloads = Vec::with_capacity(events.len());
-        let mut metadata = Vec::with_capacity(events.len());
-        for (i, event) in events.iter().enumerate() {
-            let sequence = i64::try_from(from_version + 1 + i as u64).unwrap_or(i64::MAX);
-            sequences.push(sequence);
-            types.push(event.event_type());
-            versions.push(event.event_version());
-            payloads.push(serde_json::to_value(event).map_err(|source| {
-                AppendError::Store(Error::Serialize {
-                    what: "event",
-                    source,
-                })
-            })?);
-            metadata.push(
-                serde_json::to_value(EventMetadata::new(context)).map_err(|source| {
-                    AppendError::Store(Error::Serialize {
-                        what: "metadata",
-                        source,
-                    })
-                })?,
-            );
-        }
-        let query = sqlx::query_scalar::<_, i64>(APPEND_EVENTS)
-            .bind(A::TYPE)
-            .bind(id)
-            .bind(sequences)
-            .bind(types)
-            .bind(versions)
-            .bind(payloads)
-            .bind(metadata);
-        let positions = if !hook.needed(change) {
-            query.fetch_all(&self.pool).await?
-        } else {
-            // A request handler is dropped when its client hangs up: `Guarded` keeps a transaction cut
-            // off mid-`BEGIN` from going back to the pool (see `conn`). Finished work, committed or
-            // not, releases it (a dropped `Transaction` rolls back on the connection's next use).
-            let mut conn = Guarded::acquire(&self.pool).await?;
-            let outcome = async {
-                let mut tx = conn.begin().await?;
-                let positions = query.fetch_all(&mut *tx).await?;
-                let appended = Appended {
-                    version: from_version + events.len() as u64,
-                    position: positions.iter().copied().max().unwrap_or_default(),
-                };
-                hook.before_commit(&mut tx, change, appended)
-                    .await
-                    .map_err(|e| match e {
-                        HookError::Database(db) => AppendError::from(db),
-                        refused => AppendError::Hook(refused),
-                    })?;
-                tx.commit().await?;
-                Ok::<_, AppendError>(positions)
-            }
-            .await;
-            conn.release();
-            outcome?
-        };
-        if let Some(notifier) = &self.notifier {
-            notifier.committed();
-        }
-        Ok(positions.into_iter().max().unwrap_or_default())
+    /// The committer of this store's appends, started on first use.
+    fn committer(&self) -> &Committer {
+        self.committer.get_or_init(|| {
+            Committer::start(
+                self.pool.clone(),
+                self.notifier.clone(),
+                self.config.group_commit,
+            )
+        })
     }
 
     /// Writes a snapshot when the commit crossed a multiple of `snapshot_every`. Never fails the command:
@@ -759,6 +649,39 @@ impl EventStore {
         .await?;
         Ok(())
     }
+}
+
+/// A command's events as rows for the committer: sequences after `from_version`, payloads and metadata
+/// serialized (one metadata document, the same for every event but its event id).
+fn prepare<A: AggregateSchema>(
+    id: &str,
+    from_version: u64,
+    events: &[A::Event],
+    context: &CommandContext,
+    writes: Writes,
+) -> Result<Prepared, Error> {
+    let serialize = |what| move |source| Error::Serialize { what, source };
+    let mut prepared = Prepared {
+        aggregate_type: A::TYPE,
+        aggregate_id: id.to_owned(),
+        from_version,
+        event_types: Vec::with_capacity(events.len()),
+        event_versions: Vec::with_capacity(events.len()),
+        payloads: Vec::with_capacity(events.len()),
+        metadata: Vec::with_capacity(events.len()),
+        writes,
+    };
+    for event in events {
+        prepared.event_types.push(event.event_type());
+        prepared.event_versions.push(event.event_version());
+        prepared
+            .payloads
+            .push(serde_json::to_value(event).map_err(serialize("event"))?);
+        prepared.metadata.push(
+            serde_json::to_value(EventMetadata::new(context)).map_err(serialize("metadata"))?,
+        );
+    }
+    Ok(prepared)
 }
 
 /// The waits between the re-runs of a command that lost a race: up to 2 ms × 2^attempt, at most 100 ms.

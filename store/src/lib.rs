@@ -7,6 +7,8 @@
 //!
 //! # Layout
 //! - `claims`: the booking time-slot claim, the Booking's write rule (see [`WriteRules`]).
+//! - `commit`: group commit: concurrent appends share one transaction and one multi-row statement per
+//!   table, each command keeping its own outcome; [`Writes`] is what a hook asks to write beside the events.
 //! - `conn`: [`conn::Guarded`], a pooled connection closed instead of reused when a transaction is cancelled.
 //! - `db`: connecting (with password-free errors) and migrating.
 //! - `event_store`: [`EventStore`]: the command path, loading, snapshots, time travel, history.
@@ -28,6 +30,7 @@
 
 pub mod backoff;
 pub mod claims;
+pub mod commit;
 pub mod conn;
 pub mod consumer;
 pub mod db;
@@ -42,6 +45,7 @@ pub mod sql;
 pub mod testing;
 
 pub use backoff::Backoff;
+pub use commit::{GroupCommit, KeyRecord, Writes};
 pub use error::{CommandError, Error, HookError, Result};
 pub use event_store::{
     Appended, Change, CommitHook, Committed, EventStore, Execute, ExecuteOptions, Loaded, NoHook,

@@ -1,37 +1,80 @@
-//! The text of the command path's writes, one copy of each statement: the store runs the append and the
-//! slot claim, the command API runs the idempotency record in the append transaction (a `CommitHook`),
-//! and the bench sends all three raw to measure the command path against bare SQL.
+//! The text of the command path's writes, one copy of each statement: the store's committer runs them
+//! for one command or for a batch (see [`crate::commit`]), and the bench sends them raw, one command per
+//! transaction, to measure the command path against bare SQL. Every statement takes arrays, one entry per
+//! row, so one text serves one command and many.
 //!
 //! Each constant lists its parameters in bind order.
 
-/// One multi-row INSERT for all events of a command; returns the `global_position` of each event.
-///
-/// `$1` aggregate type, `$2` aggregate id, then one array entry per event: `$3` sequence (`bigint[]`),
-/// `$4` event type and `$5` event version (`text[]`), `$6` payload and `$7` metadata (`jsonb[]`).
-pub const APPEND_EVENTS: &str = "
-    insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    select $1, $2, t.sequence, t.event_type, t.event_version, t.payload, t.metadata
-    from unnest($3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
-         as t(sequence, event_type, event_version, payload, metadata)
-    returning global_position";
+/// The event columns of an append, as arrays with one entry per event: `$1` aggregate type and `$2`
+/// aggregate id (`text[]`), `$3` sequence (`bigint[]`), `$4` event type and `$5` event version
+/// (`text[]`), `$6` payload and `$7` metadata (`jsonb[]`). The events may belong to several commands.
+macro_rules! insert_events {
+    ($on_conflict:literal) => {
+        concat!(
+            "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    select t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version, t.payload, t.metadata
+    from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+         as t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    ",
+            $on_conflict,
+            "
+    returning aggregate_type, aggregate_id, sequence, global_position"
+        )
+    };
+}
 
-/// Claims `[$4, $5)` of resource `$3` at partner `$2` for booking `$1`; writes no row when an overlapping
-/// claim exists. `ON CONFLICT DO NOTHING` also covers exclusion constraints; it waits for a concurrent
-/// claimer to finish.
-pub const CLAIM_SLOT: &str = "insert into resource_claims (booking_id, partner, resource, period)
-         values ($1, $2, $3, tstzrange($4, $5, '[)'))
-         on conflict do nothing";
+/// One multi-row INSERT of events (see `insert_events!` for the parameters); returns
+/// `(aggregate_type, aggregate_id, sequence, global_position)` of each. The events' primary key refuses
+/// the whole statement when a sequence is taken (another writer won the race).
+pub const APPEND_EVENTS: &str = insert_events!("");
 
-/// Records the answer (status 202) of an idempotent create under (scope, key).
-///
-/// `$1` scope (the client), `$2` idempotency key, `$3` request hash, `$4` aggregate type, `$5` aggregate
-/// id, `$6` response (`jsonb`), `$7` time to live (`interval`). An expired record of the same key is
+/// [`APPEND_EVENTS`] for a batch: an event whose sequence is taken is skipped instead, so the batch
+/// sees which commands lost their race from what is returned.
+pub const APPEND_EVENTS_UNLESS_TAKEN: &str =
+    insert_events!("on conflict (aggregate_type, aggregate_id, sequence) do nothing");
+
+/// Claims, one row per booking: `$1` booking id, `$2` partner, `$3` resource (`text[]`), `$4` start and
+/// `$5` end (`timestamptz[]`) of `[start, end)`. Writes no row for a claim that overlaps a live one or
+/// whose booking holds one already (`ON CONFLICT DO NOTHING` covers the exclusion constraint too, and
+/// waits for a concurrent claimer to finish); returns the booking id of each claim written.
+pub const CLAIM_SLOTS: &str = "insert into resource_claims (booking_id, partner, resource, period)
+         select t.booking_id, t.partner, t.resource, tstzrange(t.starts_at, t.ends_at, '[)')
+         from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+              as t(booking_id, partner, resource, starts_at, ends_at)
+         on conflict do nothing
+         returning booking_id";
+
+/// For claims that [`CLAIM_SLOTS`] did not write (same parameters): `(booking id, holder)`, the holder
+/// being the booking itself when it holds a claim already, else a booking holding an overlapping one.
+pub const CLAIM_HOLDERS: &str = "select t.booking_id, h.booking_id
+         from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[])
+              as t(booking_id, partner, resource, starts_at, ends_at)
+         cross join lateral (
+             select c.booking_id from resource_claims c
+             where c.booking_id = t.booking_id
+                or (c.partner = t.partner and c.resource = t.resource
+                    and c.period && tstzrange(t.starts_at, t.ends_at, '[)'))
+             order by c.booking_id = t.booking_id desc
+             limit 1
+         ) h";
+
+/// Releases the claims of the bookings `$1` (`text[]`).
+pub const RELEASE_SLOTS: &str = "delete from resource_claims where booking_id = any($1)";
+
+/// Records the answers (status 202) of idempotent creates, one row per create: `$1` scope (the client),
+/// `$2` idempotency key, `$3` request hash, `$4` aggregate type, `$5` aggregate id (`text[]`), `$6`
+/// response (`jsonb[]`), `$7` time to live in seconds (`float8[]`). An expired record of the same key is
 /// replaced; a live one is left alone and no row is written (a concurrent request holds the key).
-pub const RECORD_IDEMPOTENCY_KEY: &str = "insert into idempotency_keys
+/// Returns `(scope, idempotency_key)` of each record written.
+pub const RECORD_IDEMPOTENCY_KEYS: &str = "insert into idempotency_keys
                  (scope, idempotency_key, request_hash, aggregate_type, aggregate_id, status_code, response, expires_at)
-             values ($1, $2, $3, $4, $5, 202, $6, now() + $7)
+             select t.scope, t.key, t.request_hash, t.aggregate_type, t.aggregate_id, 202, t.response,
+                    now() + make_interval(secs => t.ttl)
+             from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::jsonb[], $7::float8[])
+                  as t(scope, key, request_hash, aggregate_type, aggregate_id, response, ttl)
              on conflict (scope, idempotency_key) do update
                  set request_hash = excluded.request_hash, aggregate_type = excluded.aggregate_type,
                      aggregate_id = excluded.aggregate_id, status_code = excluded.status_code,
                      response = excluded.response, created_at = now(), expires_at = excluded.expires_at
-                 where idempotency_keys.expires_at <= now()";
+                 where idempotency_keys.expires_at <= now()
+             returning scope, idempotency_key";

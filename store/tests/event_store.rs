@@ -19,6 +19,7 @@ fn store_with(db: &TestDb, snapshot_every: u64, retries: u32) -> EventStore {
         StoreConfig {
             snapshot_every,
             max_conflict_retries: retries,
+            ..StoreConfig::default()
         },
     )
 }
@@ -277,47 +278,36 @@ async fn a_wrong_new_stream_hint_is_harmless() {
     assert_eq!(store.load::<Counter>("n").await.unwrap().version, 1);
 }
 
-/// Claims a slot in a side table inside the append transaction.
-struct SlotClaim {
-    slot: &'static str,
+/// Records an idempotency answer under `key` beside the events: the side write a caller's hook asks for.
+struct KeyHook {
+    key: String,
 }
 
-impl CommitHook<Counter> for SlotClaim {
-    async fn before_commit(
+impl CommitHook<Counter> for KeyHook {
+    fn writes(
         &self,
-        tx: &mut sqlx::PgConnection,
-        change: &store::Change<'_, Counter>,
-        _appended: store::event_store::Appended,
+        _change: &store::Change<'_, Counter>,
+        writes: &mut store::Writes,
     ) -> Result<(), HookError> {
-        let aggregate_id = change.aggregate_id;
-        let inserted = sqlx::query(
-            "insert into test_claims (slot, owner) values ($1, $2) on conflict do nothing",
-        )
-        .bind(self.slot)
-        .bind(aggregate_id)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(HookError::Refused {
-                code: "slot_taken",
-                message: format!("slot {} is taken", self.slot),
-                related_id: None,
-            });
-        }
+        writes.record(store::KeyRecord {
+            scope: "test".into(),
+            key: self.key.clone(),
+            request_hash: "hash".into(),
+            ttl: chrono::Duration::hours(1),
+            response: Box::new(|at| Ok(serde_json::json!({ "version": at.version }))),
+        });
         Ok(())
     }
 }
 
-/// The hook's claim and the events commit together or not at all: a refused claim leaves no events.
+/// The hook's row and the events commit together or not at all: a refused record leaves no events.
 #[tokio::test]
-async fn commit_hook_statements_are_atomic_with_the_events() {
+async fn commit_hook_rows_are_atomic_with_the_events() {
     let db = TestDb::new().await.unwrap();
-    sqlx::query("create table test_claims (slot text primary key, owner text not null)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
     let store = store_with(&db, 0, 5);
-    let hook = SlotClaim { slot: "room-1" };
+    let hook = KeyHook {
+        key: "room-1".into(),
+    };
     let gate = Gate::default();
     let context = CommandContext::system("claim");
     let run = |id: &'static str| {
@@ -337,7 +327,7 @@ async fn commit_hook_statements_are_atomic_with_the_events() {
         matches!(
             err,
             CommandError::Refused(HookError::Refused {
-                code: "slot_taken",
+                code: "idempotency_key_in_use",
                 ..
             })
         ),
@@ -345,13 +335,18 @@ async fn commit_hook_statements_are_atomic_with_the_events() {
     );
     assert!(
         store.history("counter", "second").await.unwrap().is_empty(),
-        "refused claim left no events"
+        "refused record left no events"
     );
-    let owner: String = sqlx::query_scalar("select owner from test_claims where slot = 'room-1'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-    assert_eq!(owner, "first");
+    let (owner, response): (String, serde_json::Value) = sqlx::query_as(
+        "select aggregate_id, response from idempotency_keys where idempotency_key = 'room-1'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (owner.as_str(), response),
+        ("first", serde_json::json!({"version": 1}))
+    );
 }
 
 /// "As of T" gives the state with every event recorded up to T and none after.
@@ -507,15 +502,11 @@ async fn commits_notify_the_log_readers_after_the_fact() {
 
 /// Commands with a commit hook cancelled at random moments (a client hanging up drops the handler's
 /// future) never leave their connection inside a transaction: the next command on that connection, an
-/// autocommit append, is visible to others at once; claims and events commit together or not at all.
+/// autocommit append, is visible to others at once; records and events commit together or not at all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancelled_commands_leave_no_connection_inside_a_transaction() {
     use rand::Rng;
     let db = TestDb::new().await.unwrap();
-    sqlx::query("create table test_claims (slot text primary key, owner text not null)")
-        .execute(&db.pool)
-        .await
-        .unwrap();
     // One connection, so the command after a cancelled one runs on the very same connection.
     let pool = store::db::connect(
         &db.url,
@@ -531,14 +522,16 @@ async fn cancelled_commands_leave_no_connection_inside_a_transaction() {
         StoreConfig {
             snapshot_every: 0,
             max_conflict_retries: 5,
+            ..StoreConfig::default()
         },
     );
     let mut invisible = Vec::new();
 
     for i in 0..300 {
-        let slot: &'static str = Box::leak(format!("slot-{i}").into_boxed_str());
         let wait = std::time::Duration::from_micros(rand::rng().random_range(0..1500));
-        let hook = SlotClaim { slot };
+        let hook = KeyHook {
+            key: format!("key-{i}"),
+        };
         let cancelled = store.clone();
         let _ = tokio::time::timeout(wait, async move {
             cancelled
@@ -565,8 +558,8 @@ async fn cancelled_commands_leave_no_connection_inside_a_transaction() {
         }
     }
     let orphans: i64 = sqlx::query_scalar(
-        "select count(*) from test_claims c
-         where not exists (select 1 from events e where e.aggregate_id = c.owner)",
+        "select count(*) from idempotency_keys k
+         where not exists (select 1 from events e where e.aggregate_id = k.aggregate_id)",
     )
     .fetch_one(&db.pool)
     .await
@@ -574,12 +567,12 @@ async fn cancelled_commands_leave_no_connection_inside_a_transaction() {
     let unclaimed: i64 = sqlx::query_scalar(
         "select count(distinct e.aggregate_id) from events e
          where e.aggregate_id like 'c-%'
-           and not exists (select 1 from test_claims c where c.owner = e.aggregate_id)",
+           and not exists (select 1 from idempotency_keys k where k.aggregate_id = e.aggregate_id)",
     )
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    let committed: i64 = sqlx::query_scalar("select count(*) from test_claims")
+    let committed: i64 = sqlx::query_scalar("select count(*) from idempotency_keys")
         .fetch_one(&db.pool)
         .await
         .unwrap();
@@ -592,4 +585,90 @@ async fn cancelled_commands_leave_no_connection_inside_a_transaction() {
     assert_eq!((orphans, unclaimed), (0, 0));
     assert!(committed > 0, "some commands must have committed");
     assert!(committed < 300, "some commands must have been cancelled");
+}
+
+/// Racing appends of one to four events each, from two stores (two committers, as two processes), on
+/// three streams: batches whose commands partly lose their race roll back and run again without them.
+/// Afterwards every stream is gap-free, and its events are exactly those of the commands told they
+/// committed, at the versions and positions they were told: nothing acknowledged is lost, nothing
+/// refused is written, nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_multi_event_appends_keep_exactly_the_acknowledged_events() {
+    use rand::Rng;
+    let db = TestDb::new().await.unwrap();
+    let config = StoreConfig {
+        snapshot_every: 7,
+        max_conflict_retries: 2,
+        group_commit: store::GroupCommit {
+            committers: 2,
+            max_batch: 64,
+        },
+    };
+    let stores = [
+        EventStore::new(db.pool.clone(), config.clone()),
+        EventStore::new(db.pool.clone(), config),
+    ];
+    let mut tasks = Vec::new();
+    for client in 0..16_i64 {
+        let store = stores[client as usize % 2].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut told = Vec::new();
+            for n in 0..25_i64 {
+                let (stream, len) = {
+                    let mut rng = rand::rng();
+                    (rng.random_range(0..3), rng.random_range(1..5))
+                };
+                let ns: Vec<i64> = (0..len).map(|k| client * 10_000 + n * 10 + k).collect();
+                let out = store
+                    .execute::<Counter>(
+                        &format!("s{stream}"),
+                        CounterCommand::Add(ns.clone()),
+                        &Gate::default(),
+                        &CommandContext::system("race"),
+                        ExecuteOptions::default(),
+                    )
+                    .await;
+                match out {
+                    Ok(done) => told.push((format!("s{stream}"), ns, done.version, done.position)),
+                    Err(CommandError::Conflict { .. }) => {}
+                    Err(other) => panic!("unexpected outcome {other:?}"),
+                }
+            }
+            told
+        }));
+    }
+    let mut told = Vec::new();
+    for task in tasks {
+        told.extend(task.await.unwrap());
+    }
+    assert!(!told.is_empty());
+    for stream in ["s0", "s1", "s2"] {
+        let history = stores[0].history("counter", stream).await.unwrap();
+        let sequences: Vec<i64> = history.iter().map(|e| e.sequence).collect();
+        assert_eq!(
+            sequences,
+            (1..=history.len() as i64).collect::<Vec<_>>(),
+            "{stream} has gaps"
+        );
+        let mut expected: Vec<i64> = told
+            .iter()
+            .filter(|t| t.0 == stream)
+            .flat_map(|t| t.1.clone())
+            .collect();
+        let mut stored: Vec<i64> = history
+            .iter()
+            .map(|e| e.payload["Added"]["n"].as_i64().unwrap())
+            .collect();
+        expected.sort_unstable();
+        stored.sort_unstable();
+        assert_eq!(
+            stored, expected,
+            "{stream}: stored events are not the acknowledged ones"
+        );
+        for (_, ns, version, position) in told.iter().filter(|t| t.0 == stream) {
+            let last = &history[usize::try_from(*version).unwrap() - 1];
+            assert_eq!(Some(last.global_position), *position);
+            assert_eq!(last.payload["Added"]["n"].as_i64(), ns.last().copied());
+        }
+    }
 }

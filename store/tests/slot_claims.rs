@@ -276,3 +276,312 @@ async fn a_booking_holds_a_claim_iff_its_status_holds_the_room() {
         "seed {seed}: statuses never reached: {missing:?}"
     );
 }
+
+/// An idempotency record beside a request's events, as the command API writes one.
+struct KeyHook(String);
+
+impl store::CommitHook<Booking> for KeyHook {
+    fn writes(
+        &self,
+        _change: &store::Change<'_, Booking>,
+        writes: &mut store::Writes,
+    ) -> Result<(), HookError> {
+        writes.record(store::KeyRecord {
+            scope: "client-1".into(),
+            key: self.0.clone(),
+            request_hash: "hash".into(),
+            ttl: Duration::hours(1),
+            response: Box::new(|at| Ok(serde_json::json!({ "version": at.version }))),
+        });
+        Ok(())
+    }
+}
+
+/// One command of a round of the group-commit property.
+#[derive(Debug)]
+struct Planned {
+    id: String,
+    command: BookingCommand,
+    /// The idempotency key of a request (`None` for a command on an existing booking).
+    key: Option<String>,
+}
+
+/// Group commit as a property: rounds of a dozen commands fired at once at two stores (two committers,
+/// as two processes would be) on three rooms: requests with overlapping stays, requests repeating the id
+/// or the idempotency key of another request of the round, and random commands on existing bookings. So
+/// batches mix claims that overlap each other, streams raced by two batches, and records that collide.
+/// After every round:
+/// - a booking holds a claim iff its status holds the room;
+/// - every command got its own outcome: a request with a free room (no holder at the round's start, no
+///   other request of the round overlapping) is accepted unless its id or key was taken by another of
+///   the round; a refusal names a reason that exists; a refused or rejected request left no event and a
+///   refused key no record;
+/// - every accepted command's events are stored at the version and position it was told.
+///
+/// And the rounds did commit commands of different bookings in one transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_commands_keep_the_slot_rule_and_their_own_outcomes() {
+    let db = TestDb::new().await.unwrap();
+    let config = StoreConfig {
+        group_commit: store::GroupCommit {
+            committers: 1,
+            max_batch: 64,
+        },
+        ..StoreConfig::default()
+    };
+    let stores = [
+        EventStore::new(db.pool.clone(), config.clone()),
+        EventStore::new(db.pool.clone(), config),
+    ];
+    let seed: u64 = std::env::var("TRAILBOOK_PROPERTY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let rounds: usize = std::env::var("TRAILBOOK_PROPERTY_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    println!("TRAILBOOK_PROPERTY_SEED={seed}");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
+    let mut exists: BTreeSet<String> = BTreeSet::new();
+
+    for round in 0..rounds {
+        let mut plan: Vec<Planned> = Vec::new();
+        let mut new_ids: Vec<String> = Vec::new();
+        for k in 0..12 {
+            if exists.is_empty() || rng.random_bool(0.5) {
+                let id = match new_ids.last() {
+                    Some(previous) if rng.random_bool(0.25) => previous.clone(),
+                    _ => {
+                        let id = format!("r{round}-b{k}");
+                        // Stays move on with the rounds, so rooms do not stay full for good.
+                        let start = 2 * round as i64 + rng.random_range(0..6);
+                        slots.insert(
+                            id.clone(),
+                            Slot {
+                                room: format!("room-{}", rng.random_range(0..3)),
+                                starts_at: day(start),
+                                ends_at: day(start + rng.random_range(1..4)),
+                            },
+                        );
+                        new_ids.push(id.clone());
+                        id
+                    }
+                };
+                let key = match plan.iter().rev().find_map(|p| p.key.clone()) {
+                    Some(other) if rng.random_bool(0.25) => other,
+                    _ => format!("key-{round}-{k}"),
+                };
+                let command = request(&id, &slots[&id]);
+                plan.push(Planned {
+                    id,
+                    command,
+                    key: Some(key),
+                });
+            } else {
+                let ids: Vec<&String> = exists.iter().collect();
+                let id = ids[rng.random_range(0..ids.len())].clone();
+                let status = stores[0].load::<Booking>(&id).await.unwrap().state.status;
+                let command = if rng.random_bool(0.6) {
+                    progressing_command(&mut rng, status)
+                } else {
+                    random_command(&mut rng)
+                };
+                plan.push(Planned {
+                    id,
+                    command,
+                    key: None,
+                });
+            }
+        }
+        let mut holders = Vec::new();
+        for id in &exists {
+            if stores[0]
+                .load::<Booking>(id)
+                .await
+                .unwrap()
+                .state
+                .holds_slot()
+            {
+                holders.push(id.clone());
+            }
+        }
+
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(plan.len()));
+        let mut tasks = Vec::new();
+        for (k, planned) in plan.iter().enumerate() {
+            let (store, barrier) = (stores[k % 2].clone(), barrier.clone());
+            let (id, command, key) = (
+                planned.id.clone(),
+                planned.command.clone(),
+                planned.key.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                let context = CommandContext::system("property");
+                barrier.wait().await;
+                match key {
+                    Some(key) => {
+                        let options = ExecuteOptions {
+                            new_stream: true,
+                            ..ExecuteOptions::default()
+                        };
+                        store
+                            .execute::<Booking>(&id, command, &(), &context, options)
+                            .with_hook(&KeyHook(key))
+                            .await
+                    }
+                    None => {
+                        store
+                            .execute::<Booking>(
+                                &id,
+                                command,
+                                &(),
+                                &context,
+                                ExecuteOptions::default(),
+                            )
+                            .await
+                    }
+                }
+            }));
+        }
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+
+        let label = |k: usize| format!("seed {seed} round {round} command {k}: {:?}", plan[k]);
+        let mut accepted: BTreeMap<&str, usize> = BTreeMap::new();
+        for (k, (planned, result)) in plan.iter().zip(&results).enumerate() {
+            if let Ok(done) = result {
+                // Stored where it was told.
+                let history = stores[0].history("booking", &planned.id).await.unwrap();
+                let last = usize::try_from(done.version).unwrap();
+                if !done.events.is_empty() {
+                    assert_eq!(
+                        history.get(last - 1).map(|e| e.global_position),
+                        done.position,
+                        "{}: told {done:?}",
+                        label(k)
+                    );
+                }
+            }
+            let Some(key) = &planned.key else {
+                match result {
+                    Ok(_) | Err(CommandError::Rejected(_)) => continue,
+                    other => panic!("{}: unexpected outcome {other:?}", label(k)),
+                }
+            };
+            let slot = &slots[&planned.id];
+            let same_id = plan
+                .iter()
+                .filter(|p| p.key.is_some() && p.id == planned.id)
+                .count()
+                > 1;
+            let same_key = plan.iter().filter(|p| p.key.as_ref() == Some(key)).count() > 1;
+            let rival = plan
+                .iter()
+                .any(|p| p.key.is_some() && p.id != planned.id && slots[&p.id].overlaps(slot));
+            let held = holders.iter().any(|h| slots[h].overlaps(slot));
+            // A holder no command of the round touched holds the room throughout.
+            let held_throughout = holders
+                .iter()
+                .any(|h| slots[h].overlaps(slot) && !plan.iter().any(|p| &p.id == h));
+            match result {
+                Ok(_) => {
+                    *accepted.entry(planned.id.as_str()).or_default() += 1;
+                    assert!(
+                        !held_throughout,
+                        "{}: accepted over a live booking",
+                        label(k)
+                    );
+                }
+                Err(CommandError::Refused(HookError::Refused {
+                    code: "slot_taken",
+                    related_id,
+                    ..
+                })) => {
+                    assert!(held || rival, "{}: refused a free room", label(k));
+                    if let Some(holder) = related_id {
+                        assert!(
+                            holder != &planned.id && slots[holder].overlaps(slot),
+                            "{}: refused for {holder}, which does not overlap",
+                            label(k)
+                        );
+                    }
+                }
+                Err(CommandError::Refused(HookError::Refused {
+                    code: "idempotency_key_in_use",
+                    ..
+                })) => assert!(same_key, "{}: key refused though only it used it", label(k)),
+                Err(CommandError::Rejected(_)) => {
+                    assert!(same_id, "{}: rejected though only it used the id", label(k))
+                }
+                Err(other) => panic!("{}: unexpected outcome {other:?}", label(k)),
+            }
+        }
+        for id in &new_ids {
+            let written = !stores[0].history("booking", id).await.unwrap().is_empty();
+            let times = accepted.get(id.as_str()).copied().unwrap_or_default();
+            assert!(
+                times <= 1,
+                "seed {seed} round {round}: {id} accepted {times} times"
+            );
+            assert_eq!(
+                written,
+                times == 1,
+                "seed {seed} round {round}: {id} has events iff a request for it was accepted"
+            );
+            if written {
+                exists.insert(id.clone());
+            }
+        }
+        // A record exists for a key iff a request with it was accepted, and names that request.
+        for (planned, result) in plan.iter().zip(&results) {
+            let Some(key) = &planned.key else { continue };
+            let owner: Option<String> = sqlx::query_scalar(
+                "select aggregate_id from idempotency_keys where idempotency_key = $1",
+            )
+            .bind(key)
+            .fetch_optional(&db.pool)
+            .await
+            .unwrap();
+            if result.is_ok() {
+                assert_eq!(
+                    owner.as_ref(),
+                    Some(&planned.id),
+                    "seed {seed} round {round}: {key}"
+                );
+            }
+            if owner.is_none() {
+                assert!(
+                    result.is_err(),
+                    "seed {seed} round {round}: {key} accepted, not recorded"
+                );
+            }
+        }
+        // The slot rule.
+        let claims = claimed(&stores[0]).await;
+        for id in &exists {
+            let booking = stores[0].load::<Booking>(id).await.unwrap().state;
+            assert_eq!(
+                claims.contains(id),
+                booking.holds_slot(),
+                "seed {seed} round {round}: booking {id} is {} with claim {}",
+                booking.status,
+                claims.contains(id)
+            );
+        }
+    }
+    let shared: i64 = sqlx::query_scalar(
+        "select count(*) from (select tx_id from events group by tx_id
+                               having count(distinct aggregate_id) > 1) t",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        shared > 0,
+        "seed {seed}: no transaction committed two bookings"
+    );
+}
