@@ -570,7 +570,7 @@ async fn inproc_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
         rows.push(
             Row::measured("inproc_create", count(c), &m)
                 .costs_of(per_op)
-                .variant("store only: execute, no hook (no claim, no key)"),
+                .variant("store only: execute, no caller hook (the slot claim, no key)"),
         );
     }
     let seq = Seq::new(nonce, "raw");

@@ -28,7 +28,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::QueryAs;
-use sqlx::{Connection, PgConnection, PgPool, Postgres};
+use sqlx::{Connection, PgConnection, PgExecutor, PgPool, Postgres};
 use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::claims;
@@ -272,9 +272,16 @@ impl From<sqlx::Error> for Batch {
 
 /// Runs one batch; `Ok` holds an outcome per command, in order.
 async fn run(pool: &PgPool, jobs: &[&Prepared]) -> Result<Vec<Outcome>, Batch> {
-    if let [only] = jobs {
-        if !only.writes.any() {
+    if jobs.iter().all(|job| !job.writes.any()) {
+        if let [only] = jobs {
             return Ok(vec![append_alone(pool, only).await]);
+        }
+        if jobs.iter().all(|job| job.payloads.len() == 1) {
+            // Nothing beside the events and one event per command: each command's row goes in whole or
+            // not at all, so one autocommitted statement is the whole batch.
+            let mut outcomes = one_per_stream(jobs);
+            append(pool, jobs, &mut outcomes).await?;
+            return Ok(finish(outcomes));
         }
     }
     let mut conn = Guarded::acquire(pool).await?;
@@ -287,6 +294,80 @@ async fn run(pool: &PgPool, jobs: &[&Prepared]) -> Result<Vec<Outcome>, Batch> {
     .await;
     conn.release();
     outcome
+}
+
+/// At most one command per stream in a batch: a second one was decided on the state the first
+/// replaces, so it runs again after this batch (`Some(Conflict)`); the others are still open (`None`).
+fn one_per_stream(jobs: &[&Prepared]) -> Vec<Option<Outcome>> {
+    let mut streams = HashSet::new();
+    jobs.iter()
+        .map(|job| {
+            (!streams.insert((job.aggregate_type, job.aggregate_id.as_str())))
+                .then_some(Outcome::Conflict)
+        })
+        .collect()
+}
+
+/// The outcomes of a batch that commits (none is left open).
+fn finish(outcomes: Vec<Option<Outcome>>) -> Vec<Outcome> {
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Outcome::Conflict))
+        .collect()
+}
+
+/// Inserts the events of the commands still open, skipping taken sequences, and settles each: appended,
+/// or a lost race (returned). A command whose events went in only in part makes the batch run again
+/// without it.
+async fn append<'e, E: PgExecutor<'e>>(
+    executor: E,
+    jobs: &[&Prepared],
+    outcomes: &mut [Option<Outcome>],
+) -> Result<Vec<usize>, Batch> {
+    let mut writers: Vec<usize> = (0..jobs.len()).filter(|&i| outcomes[i].is_none()).collect();
+    if writers.is_empty() {
+        return Ok(Vec::new());
+    }
+    // In stream order, so two batches never wait on each other's rows in a cycle.
+    writers.sort_by(|&a, &b| {
+        (jobs[a].aggregate_type, &jobs[a].aggregate_id)
+            .cmp(&(jobs[b].aggregate_type, &jobs[b].aggregate_id))
+    });
+    let batch: Vec<&Prepared> = writers.iter().map(|&i| jobs[i]).collect();
+    let rows = EventRows::of(&batch)
+        .insert(sql::APPEND_EVENTS_UNLESS_TAKEN)
+        .fetch_all(executor)
+        .await?;
+    let landed: HashMap<(&str, &str, i64), i64> = rows
+        .iter()
+        .map(|(t, id, sequence, position)| ((t.as_str(), id.as_str(), *sequence), *position))
+        .collect();
+    let mut lost_race = Vec::new();
+    let mut partial = Vec::new();
+    for i in writers {
+        let job = jobs[i];
+        let positions: Vec<i64> = (0..job.payloads.len())
+            .filter_map(|k| {
+                let key = (job.aggregate_type, job.aggregate_id.as_str(), job.sequence(k));
+                landed.get(&key).copied()
+            })
+            .collect();
+        outcomes[i] = Some(if positions.len() == job.payloads.len() {
+            Outcome::Appended(job.appended(positions.into_iter().max().unwrap_or_default()))
+        } else if positions.is_empty() {
+            lost_race.push(i);
+            Outcome::Conflict
+        } else {
+            // Some of its events went in, after another writer's: only a rollback takes them out.
+            partial.push((i, Outcome::Conflict));
+            Outcome::Conflict
+        });
+    }
+    if partial.is_empty() {
+        Ok(lost_race)
+    } else {
+        Err(Batch::Without(partial))
+    }
 }
 
 /// One command with nothing beside its events: one autocommitted statement, refused whole by the
@@ -310,16 +391,7 @@ fn is_stream_conflict(e: &sqlx::Error) -> bool {
 
 /// The statements of a batch, in its transaction.
 async fn write(tx: &mut PgConnection, jobs: &[&Prepared]) -> Result<Vec<Outcome>, Batch> {
-    // At most one command per stream: a second one was decided on the state the first replaces, so it
-    // runs again after this batch.
-    let mut streams = HashSet::new();
-    let mut outcomes: Vec<Option<Outcome>> = jobs
-        .iter()
-        .map(|job| {
-            (!streams.insert((job.aggregate_type, job.aggregate_id.as_str())))
-                .then_some(Outcome::Conflict)
-        })
-        .collect();
+    let mut outcomes = one_per_stream(jobs);
 
     // 1. Claims, in slot order.
     let mut claimers: Vec<(usize, &Claim)> = jobs
@@ -368,52 +440,8 @@ async fn write(tx: &mut PgConnection, jobs: &[&Prepared]) -> Result<Vec<Outcome>
         }
     }
 
-    // 2. Events, in stream order.
-    let mut writers: Vec<usize> = (0..jobs.len()).filter(|&i| outcomes[i].is_none()).collect();
-    writers.sort_by(|&a, &b| {
-        (jobs[a].aggregate_type, &jobs[a].aggregate_id)
-            .cmp(&(jobs[b].aggregate_type, &jobs[b].aggregate_id))
-    });
-    let mut lost_race = Vec::new();
-    if !writers.is_empty() {
-        let batch: Vec<&Prepared> = writers.iter().map(|&i| jobs[i]).collect();
-        let rows = EventRows::of(&batch)
-            .insert(sql::APPEND_EVENTS_UNLESS_TAKEN)
-            .fetch_all(&mut *tx)
-            .await?;
-        let landed: HashMap<(&str, &str, i64), i64> = rows
-            .iter()
-            .map(|(t, id, sequence, position)| ((t.as_str(), id.as_str(), *sequence), *position))
-            .collect();
-        let mut partial = Vec::new();
-        for &i in &writers {
-            let job = jobs[i];
-            let positions: Vec<i64> = (0..job.payloads.len())
-                .filter_map(|k| {
-                    landed
-                        .get(&(
-                            job.aggregate_type,
-                            job.aggregate_id.as_str(),
-                            job.sequence(k),
-                        ))
-                        .copied()
-                })
-                .collect();
-            outcomes[i] = Some(if positions.len() == job.payloads.len() {
-                Outcome::Appended(job.appended(positions.into_iter().max().unwrap_or_default()))
-            } else if positions.is_empty() {
-                lost_race.push(i);
-                Outcome::Conflict
-            } else {
-                // Some of its events went in, after another writer's: only a rollback takes them out.
-                partial.push((i, Outcome::Conflict));
-                Outcome::Conflict
-            });
-        }
-        if !partial.is_empty() {
-            return Err(Batch::Without(partial));
-        }
-    }
+    // 2. Events.
+    let lost_race = append(&mut *tx, jobs, &mut outcomes).await?;
     // The claims of commands that lost the race for their stream go; a claim refused because of one of
     // them was refused for nothing, so that command runs again.
     let released: HashSet<&str> = lost_race
@@ -484,10 +512,7 @@ async fn write(tx: &mut PgConnection, jobs: &[&Prepared]) -> Result<Vec<Outcome>
         }
     }
 
-    Ok(outcomes
-        .into_iter()
-        .map(|o| o.unwrap_or(Outcome::Conflict))
-        .collect())
+    Ok(finish(outcomes))
 }
 
 /// The refusal of a create whose key is held by a live record of another request.
