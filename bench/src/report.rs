@@ -285,7 +285,7 @@ pub fn write_json(path: &Path, rows: &[Row]) -> Result<()> {
 pub const NOTES_MARKER: &str =
     "<!-- hand-written notes below: kept when the harness rewrites this file -->";
 
-/// One target of issue 8, as measured.
+/// One target, as measured.
 pub struct Target {
     pub what: &'static str,
     pub goal: &'static str,
@@ -370,7 +370,7 @@ pub fn write_markdown(path: &Path, info: &RunInfo, rows: &[Row], targets: &[Targ
         info.lag_rate
     );
 
-    let _ = writeln!(md, "## Targets of issue 8\n");
+    let _ = writeln!(md, "## Targets (issue 17; load, time travel and lag from issue 8)\n");
     let _ = writeln!(md, "| target | goal | measured | |\n|---|---|---|---|");
     for t in targets {
         let mark = match t.met {
