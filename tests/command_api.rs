@@ -959,3 +959,101 @@ async fn nul_characters_are_refused_as_bad_input() {
     assert!(path.status == 404 || path.status == 422, "{:?}", path);
     assert_ne!(path.status, 500);
 }
+
+/// SIGKILL of the server while sixteen clients create bookings (rooms of their own, one room they all
+/// fight over, keys sent again): every create answered 202 before the kill is stored whole (its event, its
+/// claim, its key's record naming it), and nothing is stored in part (no claim or record without events,
+/// no requested booking without its claim), whatever batch the kill cut through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_acknowledged_before_a_sigkill_are_all_stored_whole() {
+    // Arrange
+    let mut server = Server::start_with(&[("TRAILBOOK_RATE_LIMIT", "0")]).await;
+    let url = server.url("/v1/bookings");
+    let token = server.client("crash-client");
+
+    // Act: load, then kill -9 in the middle of it.
+    let mut tasks = Vec::new();
+    for client in 0..16_u32 {
+        let (http, url, token) = (server.http.clone(), url.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            let mut key_n = 0;
+            for n in 0_u32.. {
+                // Every fifth request repeats the previous key (a client retrying), with its body.
+                if n % 5 != 4 {
+                    key_n = n;
+                }
+                let key = format!("crash-{client}-{key_n}");
+                let body = if key_n % 3 == 0 {
+                    booking_body("crash-shared", 1 + (key_n * 7 + client) % 20)
+                } else {
+                    booking_body(&format!("crash-{client}-{key_n}"), 3)
+                };
+                let sent = http
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .header("Idempotency-Key", &key)
+                    .json(&body)
+                    .send()
+                    .await;
+                let Ok(response) = sent else { break };
+                let status = response.status().as_u16();
+                let Ok(answer) = response.json::<Value>().await else {
+                    break;
+                };
+                match status {
+                    202 => {
+                        acknowledged.push((key, answer["booking_id"].as_str().unwrap().to_owned()))
+                    }
+                    409 => assert_eq!(answer["code"], "slot_taken", "{answer}"),
+                    other => panic!("unexpected {other}: {answer}"),
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    server.kill();
+    let mut acknowledged = Vec::new();
+    for task in tasks {
+        acknowledged.extend(task.await.unwrap());
+    }
+
+    // Assert: every acknowledged create is there whole...
+    assert!(
+        acknowledged.len() > 50,
+        "only {} creates before the kill",
+        acknowledged.len()
+    );
+    let pool = &server.db.pool;
+    for (key, id) in &acknowledged {
+        let (events, claims, owner): (i64, i64, Option<String>) = sqlx::query_as(
+            "select (select count(*) from events where aggregate_type = 'booking' and aggregate_id = $1),
+                    (select count(*) from resource_claims where booking_id = $1),
+                    (select aggregate_id from idempotency_keys where idempotency_key = $2)",
+        )
+        .bind(id)
+        .bind(key)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            (events, claims, owner.as_deref()),
+            (1, 1, Some(id.as_str())),
+            "{key}"
+        );
+    }
+    // ...and nothing is there in part.
+    let (lone_claims, lone_records, unclaimed): (i64, i64, i64) = sqlx::query_as(
+        "select (select count(*) from resource_claims c where not exists
+                    (select 1 from events e where e.aggregate_id = c.booking_id)),
+                (select count(*) from idempotency_keys k where not exists
+                    (select 1 from events e where e.aggregate_id = k.aggregate_id)),
+                (select count(distinct e.aggregate_id) from events e where e.aggregate_type = 'booking'
+                    and not exists (select 1 from resource_claims c where c.booking_id = e.aggregate_id))",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!((lone_claims, lone_records, unclaimed), (0, 0, 0));
+}

@@ -370,7 +370,10 @@ pub fn write_markdown(path: &Path, info: &RunInfo, rows: &[Row], targets: &[Targ
         info.lag_rate
     );
 
-    let _ = writeln!(md, "## Targets (issue 17; load, time travel and lag from issue 8)\n");
+    let _ = writeln!(
+        md,
+        "## Targets (issue 17; load, time travel and lag from issue 8)\n"
+    );
     let _ = writeln!(md, "| target | goal | measured | |\n|---|---|---|---|");
     for t in targets {
         let mark = match t.met {

@@ -118,6 +118,8 @@ where
             request_hash: self.request_hash.clone(),
             ttl: self.ttl,
             response: Box::new(move |at| serde_json::to_value(answer(&after, at))),
+            // The answer of a create (`Resource::Accepted`) carries the command's `position`.
+            position_in_answer: true,
         });
         Ok(())
     }

@@ -2,20 +2,27 @@
 //! per table (see `docs/adr/0010-group-commit.md`).
 //!
 //! A command reaches this module as a [`Prepared`] append: its events serialized, and the [`Writes`]
-//! its hooks asked for beside them (a slot claim or release, an idempotency record). A few committer
-//! tasks take what is queued; one that finds a single append runs it alone, so a lone client waits for
-//! nobody, and one that finds many (because the others are busy committing) runs them as one batch:
+//! its hooks asked for beside them (a slot claim or release, an idempotency record). Two committer
+//! tasks take what is queued; one that finds a single append commits it alone, so a lone client waits
+//! for nobody, and one that finds many (because the other is busy committing) commits them together.
+//! Either way, a batch is written in the cheapest form that is still exact:
 //!
-//! 1. claims, one `INSERT … ON CONFLICT DO NOTHING` (rows sorted, so two batches never wait on each
-//!    other in a cycle); a claim that wrote no row is refused (`slot_taken`), or is a stale read when the
-//!    booking itself already holds a claim (a conflict: the command is re-run);
-//! 2. events, one `INSERT … ON CONFLICT DO NOTHING`; a command none of whose events went in lost the race
-//!    for its stream (a conflict); one whose events went in only in part makes the batch roll back and run
-//!    again without it;
-//! 3. one `DELETE` for the releases and for the claims of commands that lost their stream race;
-//! 4. idempotency records, one `INSERT … ON CONFLICT DO UPDATE … WHERE expired`; a live key held by
-//!    another request makes the batch run again without that command;
-//! 5. `COMMIT`, then every command gets its own outcome.
+//! - **one autocommitted statement** when nothing is released: claims, events and records as plain
+//!   inserts in data-modifying CTEs, each record's `position` filled in from the events' insert. Any
+//!   taken slot, sequence or key refuses the whole statement (nothing is written) and the batch goes on
+//!   to the transaction below, which sorts out who gets which outcome. This is the path of an
+//!   uncontended create: one round trip.
+//! - **a transaction of one statement per table** otherwise:
+//!   1. claims, `INSERT … ON CONFLICT DO NOTHING` (rows sorted, so two batches never wait on each
+//!      other in a cycle); a claim that wrote no row is refused (`slot_taken`), or is a stale read when
+//!      the booking itself already holds a claim (a conflict: the command is re-run);
+//!   2. events, `INSERT … ON CONFLICT DO NOTHING`; a command none of whose events went in lost the race
+//!      for its stream (a conflict); one whose events went in only in part makes the batch roll back and
+//!      run again without it;
+//!   3. one `DELETE` for the releases and for the claims of commands that lost their stream race;
+//!   4. idempotency records, `INSERT … ON CONFLICT DO UPDATE … WHERE expired`; a live key held by
+//!      another request makes the batch run again without that command;
+//!   5. `COMMIT`, then every command gets its own outcome.
 //!
 //! Nothing is answered before the commit, a command dropped from a batch never reaches the database, and
 //! any other failure of a batch (a deadlock, a check constraint) runs its commands again one by one, so
@@ -84,6 +91,10 @@ pub struct KeyRecord {
     pub ttl: chrono::Duration,
     /// The answer (status 202), built from where the events landed.
     pub response: Answer,
+    /// The answer is a JSON object whose `position` field is the command's last global position: the
+    /// store may then write it in the same statement as the events, filling that field in itself (one
+    /// round trip instead of a transaction's five).
+    pub position_in_answer: bool,
 }
 
 impl std::fmt::Debug for KeyRecord {
@@ -272,17 +283,27 @@ impl From<sqlx::Error> for Batch {
 
 /// Runs one batch; `Ok` holds an outcome per command, in order.
 async fn run(pool: &PgPool, jobs: &[&Prepared]) -> Result<Vec<Outcome>, Batch> {
-    if jobs.iter().all(|job| !job.writes.any()) {
-        if let [only] = jobs {
-            return Ok(vec![append_alone(pool, only).await]);
+    let mut outcomes = one_per_stream(jobs);
+    if jobs
+        .iter()
+        .all(|job| !job.writes.any() && job.payloads.len() == 1)
+    {
+        // Nothing beside the events and one event per command: each command's row goes in whole or
+        // not at all, so one autocommitted statement that skips taken sequences is the whole batch.
+        append(pool, jobs, &mut outcomes).await?;
+        return Ok(finish(outcomes));
+    }
+    match in_one_statement(pool, jobs, &mut outcomes).await {
+        Some(Ok(())) => return Ok(finish(outcomes)),
+        // One command whose stream was taken: nothing of it was written.
+        Some(Err(e)) if jobs.len() == 1 && is_stream_conflict(&e) => {
+            return Ok(vec![Outcome::Conflict]);
         }
-        if jobs.iter().all(|job| job.payloads.len() == 1) {
-            // Nothing beside the events and one event per command: each command's row goes in whole or
-            // not at all, so one autocommitted statement is the whole batch.
-            let mut outcomes = one_per_stream(jobs);
-            append(pool, jobs, &mut outcomes).await?;
-            return Ok(finish(outcomes));
+        Some(Err(e)) => {
+            metrics::counter!("trailbook_commit_fallbacks_total").increment(1);
+            tracing::debug!(error = %e, size = jobs.len(), "batch refused as one statement; committing it step by step");
         }
+        None => {}
     }
     let mut conn = Guarded::acquire(pool).await?;
     let outcome = async {
@@ -294,6 +315,67 @@ async fn run(pool: &PgPool, jobs: &[&Prepared]) -> Result<Vec<Outcome>, Batch> {
     .await;
     conn.release();
     outcome
+}
+
+/// Commits the open commands of a batch in one autocommitted statement of plain inserts
+/// ([`sql::COMMIT_IN_ONE_STATEMENT`]), which any taken slot, sequence or key refuses whole. `None` when
+/// the batch cannot be written that way (a release, an answer whose position the store may not fill in);
+/// `Some(Err)` when the statement was refused and nothing was written.
+async fn in_one_statement(
+    pool: &PgPool,
+    jobs: &[&Prepared],
+    outcomes: &mut [Option<Outcome>],
+) -> Option<Result<(), sqlx::Error>> {
+    // Rows in stream and slot order, as in the transaction, so two batches never wait in a cycle.
+    let mut open: Vec<&Prepared> = (0..jobs.len())
+        .filter(|&i| outcomes[i].is_none())
+        .map(|i| jobs[i])
+        .collect();
+    open.sort_by(|a, b| {
+        (a.aggregate_type, &a.aggregate_id).cmp(&(b.aggregate_type, &b.aggregate_id))
+    });
+    let mut claims = Vec::new();
+    let mut records = KeyRows::default();
+    for (k, job) in open.iter().enumerate() {
+        if job.writes.release {
+            return None;
+        }
+        if let Some(claim) = &job.writes.claim {
+            claims.push((k, claim));
+        }
+        if let Some(record) = &job.writes.record {
+            if !record.position_in_answer {
+                return None;
+            }
+            // The position is filled in by the statement.
+            let response = (record.response)(job.appended(0)).ok()?;
+            records.push(job, record, response);
+        }
+    }
+    claims.sort_by(|(_, a), (_, b)| by_slot(a, b));
+    let query = EventRows::of(&open).insert(sql::COMMIT_IN_ONE_STATEMENT);
+    let query = records.bind(ClaimRows::of(&open, &claims).bind(query));
+    let rows = match query.fetch_all(pool).await {
+        Ok(rows) => rows,
+        Err(e) => return Some(Err(e)),
+    };
+    let mut last: HashMap<(&str, &str), i64> = HashMap::new();
+    for (t, id, _, position) in &rows {
+        let at = last.entry((t.as_str(), id.as_str())).or_default();
+        *at = (*at).max(*position);
+    }
+    for (i, job) in jobs.iter().enumerate() {
+        if outcomes[i].is_none() {
+            // Plain inserts wrote every row or none; a command missing here would only be re-run.
+            outcomes[i] = Some(
+                match last.get(&(job.aggregate_type, job.aggregate_id.as_str())) {
+                    Some(position) => Outcome::Appended(job.appended(*position)),
+                    None => Outcome::Conflict,
+                },
+            );
+        }
+    }
+    Some(Ok(()))
 }
 
 /// At most one command per stream in a batch: a second one was decided on the state the first
@@ -348,7 +430,11 @@ async fn append<'e, E: PgExecutor<'e>>(
         let job = jobs[i];
         let positions: Vec<i64> = (0..job.payloads.len())
             .filter_map(|k| {
-                let key = (job.aggregate_type, job.aggregate_id.as_str(), job.sequence(k));
+                let key = (
+                    job.aggregate_type,
+                    job.aggregate_id.as_str(),
+                    job.sequence(k),
+                );
                 landed.get(&key).copied()
             })
             .collect();
@@ -370,19 +456,6 @@ async fn append<'e, E: PgExecutor<'e>>(
     }
 }
 
-/// One command with nothing beside its events: one autocommitted statement, refused whole by the
-/// events' primary key when another writer won the race.
-async fn append_alone(pool: &PgPool, job: &Prepared) -> Outcome {
-    let rows = EventRows::of(&[job]);
-    match rows.insert(sql::APPEND_EVENTS).fetch_all(pool).await {
-        Ok(positions) => {
-            Outcome::Appended(job.appended(positions.iter().map(|p| p.3).max().unwrap_or_default()))
-        }
-        Err(e) if is_stream_conflict(&e) => Outcome::Conflict,
-        Err(e) => Outcome::Failed(Error::Database(e)),
-    }
-}
-
 fn is_stream_conflict(e: &sqlx::Error) -> bool {
     e.as_database_error().is_some_and(|d| {
         d.code().as_deref() == Some("23505") && d.constraint() == Some("events_pkey")
@@ -400,9 +473,7 @@ async fn write(tx: &mut PgConnection, jobs: &[&Prepared]) -> Result<Vec<Outcome>
         .filter(|(i, _)| outcomes[*i].is_none())
         .filter_map(|(i, job)| job.writes.claim.as_ref().map(|c| (i, c)))
         .collect();
-    claimers.sort_by(|(_, a), (_, b)| {
-        (&a.partner, &a.resource, a.starts_at).cmp(&(&b.partner, &b.resource, b.starts_at))
-    });
+    claimers.sort_by(|(_, a), (_, b)| by_slot(a, b));
     let mut claimed = HashSet::new();
     let mut refused_by: Vec<(usize, String)> = Vec::new();
     if !claimers.is_empty() {
@@ -525,6 +596,11 @@ fn key_in_use() -> HookError {
     }
 }
 
+/// The order claims are written in.
+fn by_slot(a: &Claim, b: &Claim) -> std::cmp::Ordering {
+    (&a.partner, &a.resource, a.starts_at).cmp(&(&b.partner, &b.resource, b.starts_at))
+}
+
 /// The claim columns of some jobs, as arrays.
 struct ClaimRows {
     bookings: Vec<String>,
@@ -552,7 +628,15 @@ impl ClaimRows {
     where
         O: for<'r> sqlx::FromRow<'r, PgRow>,
     {
-        sqlx::query_as(statement)
+        self.bind(sqlx::query_as(statement))
+    }
+
+    /// Binds the five claim arrays as the next parameters of `query`.
+    fn bind<'q, O>(
+        self,
+        query: QueryAs<'q, Postgres, O, PgArguments>,
+    ) -> QueryAs<'q, Postgres, O, PgArguments> {
+        query
             .bind(self.bookings)
             .bind(self.partners)
             .bind(self.resources)
@@ -639,7 +723,15 @@ impl KeyRows {
     }
 
     fn insert(self) -> QueryAs<'static, Postgres, (String, String), PgArguments> {
-        sqlx::query_as(sql::RECORD_IDEMPOTENCY_KEYS)
+        self.bind(sqlx::query_as(sql::RECORD_IDEMPOTENCY_KEYS))
+    }
+
+    /// Binds the seven record arrays as the next parameters of `query`.
+    fn bind<'q, O>(
+        self,
+        query: QueryAs<'q, Postgres, O, PgArguments>,
+    ) -> QueryAs<'q, Postgres, O, PgArguments> {
+        query
             .bind(self.scopes)
             .bind(self.keys)
             .bind(self.hashes)

@@ -78,3 +78,39 @@ pub const RECORD_IDEMPOTENCY_KEYS: &str = "insert into idempotency_keys
                      response = excluded.response, created_at = now(), expires_at = excluded.expires_at
                  where idempotency_keys.expires_at <= now()
              returning scope, idempotency_key";
+
+/// A whole batch (or one command) in one autocommitted statement, for when nothing is released: the
+/// claims, the events and the idempotency records of [`CLAIM_SLOTS`], [`APPEND_EVENTS`] and
+/// [`RECORD_IDEMPOTENCY_KEYS`] as plain inserts, so any taken slot, sequence or key (even an expired
+/// one) refuses the whole statement and the committer falls back to its transaction, which sorts out
+/// who gets which outcome. Each record's `position` field is filled in with its command's last
+/// position, which only the insert of the events knows.
+///
+/// `$1`–`$7` the events (as in `insert_events!`), `$8`–`$12` the claims (as in [`CLAIM_SLOTS`]),
+/// `$13`–`$19` the records (as in [`RECORD_IDEMPOTENCY_KEYS`]). Returns what [`APPEND_EVENTS`] returns.
+pub const COMMIT_IN_ONE_STATEMENT: &str = "
+    with claims as (
+        insert into resource_claims (booking_id, partner, resource, period)
+        select t.booking_id, t.partner, t.resource, tstzrange(t.starts_at, t.ends_at, '[)')
+        from unnest($8::text[], $9::text[], $10::text[], $11::timestamptz[], $12::timestamptz[])
+             as t(booking_id, partner, resource, starts_at, ends_at)
+        returning 1
+    ), appended as (
+        insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+        select t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version, t.payload, t.metadata
+        from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+             as t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+        returning aggregate_type, aggregate_id, sequence, global_position
+    ), records as (
+        insert into idempotency_keys
+            (scope, idempotency_key, request_hash, aggregate_type, aggregate_id, status_code, response, expires_at)
+        select t.scope, t.key, t.request_hash, t.aggregate_type, t.aggregate_id, 202,
+               jsonb_set(t.response, '{position}', to_jsonb(p.position)), now() + make_interval(secs => t.ttl)
+        from unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::jsonb[], $19::float8[])
+             as t(scope, key, request_hash, aggregate_type, aggregate_id, response, ttl)
+        join (select aggregate_type, aggregate_id, max(global_position) as position
+              from appended group by aggregate_type, aggregate_id) p
+          on p.aggregate_type = t.aggregate_type and p.aggregate_id = t.aggregate_id
+        returning 1
+    )
+    select aggregate_type, aggregate_id, sequence, global_position from appended";

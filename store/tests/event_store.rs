@@ -295,6 +295,7 @@ impl CommitHook<Counter> for KeyHook {
             request_hash: "hash".into(),
             ttl: chrono::Duration::hours(1),
             response: Box::new(|at| Ok(serde_json::json!({ "version": at.version }))),
+            position_in_answer: false,
         });
         Ok(())
     }

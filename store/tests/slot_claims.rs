@@ -159,6 +159,21 @@ fn progressing_command(rng: &mut StdRng, status: BookingStatus) -> BookingComman
     command_at(rng, index)
 }
 
+/// The seed (printed; `TRAILBOOK_PROPERTY_SEED` replays one), the number of cases
+/// (`TRAILBOOK_PROPERTY_CASES`, default 60) and the generator of a property run.
+fn property_run() -> (u64, usize, StdRng) {
+    let seed: u64 = std::env::var("TRAILBOOK_PROPERTY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let cases: usize = std::env::var("TRAILBOOK_PROPERTY_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    println!("TRAILBOOK_PROPERTY_SEED={seed}");
+    (seed, cases, StdRng::seed_from_u64(seed))
+}
+
 async fn claimed(store: &EventStore) -> BTreeSet<String> {
     sqlx::query_scalar::<_, String>("select booking_id from resource_claims")
         .fetch_all(store.pool())
@@ -173,16 +188,7 @@ async fn claimed(store: &EventStore) -> BTreeSet<String> {
 async fn a_booking_holds_a_claim_iff_its_status_holds_the_room() {
     let db = TestDb::new().await.unwrap();
     let store = EventStore::new(db.pool.clone(), StoreConfig::default());
-    let seed: u64 = std::env::var("TRAILBOOK_PROPERTY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let cases: usize = std::env::var("TRAILBOOK_PROPERTY_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    println!("TRAILBOOK_PROPERTY_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let (seed, cases, mut rng) = property_run();
     let context = CommandContext::system("property");
     let mut statuses_seen = BTreeSet::new();
 
@@ -291,7 +297,10 @@ impl store::CommitHook<Booking> for KeyHook {
             key: self.0.clone(),
             request_hash: "hash".into(),
             ttl: Duration::hours(1),
-            response: Box::new(|at| Ok(serde_json::json!({ "version": at.version }))),
+            response: Box::new(|at| {
+                Ok(serde_json::json!({ "version": at.version, "position": at.position }))
+            }),
+            position_in_answer: true,
         });
         Ok(())
     }
@@ -333,16 +342,7 @@ async fn concurrent_commands_keep_the_slot_rule_and_their_own_outcomes() {
         EventStore::new(db.pool.clone(), config.clone()),
         EventStore::new(db.pool.clone(), config),
     ];
-    let seed: u64 = std::env::var("TRAILBOOK_PROPERTY_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(rand::random);
-    let rounds: usize = std::env::var("TRAILBOOK_PROPERTY_CASES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
-    println!("TRAILBOOK_PROPERTY_SEED={seed}");
-    let mut rng = StdRng::seed_from_u64(seed);
+    let (seed, rounds, mut rng) = property_run();
     let mut slots: BTreeMap<String, Slot> = BTreeMap::new();
     let mut exists: BTreeSet<String> = BTreeSet::new();
 
@@ -539,18 +539,25 @@ async fn concurrent_commands_keep_the_slot_rule_and_their_own_outcomes() {
         // A record exists for a key iff a request with it was accepted, and names that request.
         for (planned, result) in plan.iter().zip(&results) {
             let Some(key) = &planned.key else { continue };
-            let owner: Option<String> = sqlx::query_scalar(
-                "select aggregate_id from idempotency_keys where idempotency_key = $1",
+            let stored: Option<(String, serde_json::Value)> = sqlx::query_as(
+                "select aggregate_id, response from idempotency_keys where idempotency_key = $1",
             )
             .bind(key)
             .fetch_optional(&db.pool)
             .await
             .unwrap();
-            if result.is_ok() {
+            let owner = stored.as_ref().map(|(id, _)| id.clone());
+            if let Ok(done) = result {
                 assert_eq!(
                     owner.as_ref(),
                     Some(&planned.id),
                     "seed {seed} round {round}: {key}"
+                );
+                let answer = stored.map(|(_, answer)| answer).unwrap_or_default();
+                assert_eq!(
+                    (answer["version"].as_u64(), answer["position"].as_i64()),
+                    (Some(done.version), done.position),
+                    "seed {seed} round {round}: {key}: the stored answer is not the command's"
                 );
             }
             if owner.is_none() {

@@ -107,6 +107,12 @@ impl Server {
         None
     }
 
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn token(&self, role: Role, subject: &str) -> String {
         self.tokens
             .issue(role, subject, chrono::Duration::hours(1))
