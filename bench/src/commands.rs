@@ -274,8 +274,8 @@ pub async fn raw_sql(pool: PgPool, seq: Arc<Seq>) -> Result<()> {
         .bind([1_i64])
         .bind([event.event_type()])
         .bind([event.event_version()])
-        .bind([payload])
-        .bind([metadata])
+        .bind([payload.to_string()])
+        .bind([metadata.to_string()])
         .fetch_all(&mut *tx)
         .await
         .context("raw append")?;

@@ -116,8 +116,10 @@ pub(crate) struct Prepared {
     pub from_version: u64,
     pub event_types: Vec<String>,
     pub event_versions: Vec<String>,
-    pub payloads: Vec<Value>,
-    pub metadata: Vec<Value>,
+    /// Each event's payload and metadata, as JSON text (no `Value` tree is built: the database parses
+    /// them into `jsonb` once).
+    pub payloads: Vec<String>,
+    pub metadata: Vec<String>,
     pub writes: Writes,
 }
 
@@ -645,19 +647,19 @@ impl ClaimRows {
     }
 }
 
-/// The event columns of some jobs, as arrays.
-struct EventRows {
+/// The event columns of some jobs, as arrays borrowed from them.
+struct EventRows<'a> {
     types: Vec<&'static str>,
-    ids: Vec<String>,
+    ids: Vec<&'a str>,
     sequences: Vec<i64>,
-    event_types: Vec<String>,
-    event_versions: Vec<String>,
-    payloads: Vec<Value>,
-    metadata: Vec<Value>,
+    event_types: Vec<&'a str>,
+    event_versions: Vec<&'a str>,
+    payloads: Vec<&'a str>,
+    metadata: Vec<&'a str>,
 }
 
-impl EventRows {
-    fn of(jobs: &[&Prepared]) -> Self {
+impl<'a> EventRows<'a> {
+    fn of(jobs: &[&'a Prepared]) -> Self {
         let n = jobs.iter().map(|j| j.payloads.len()).sum();
         let mut rows = Self {
             types: Vec::with_capacity(n),
@@ -671,22 +673,28 @@ impl EventRows {
         for job in jobs {
             for k in 0..job.payloads.len() {
                 rows.types.push(job.aggregate_type);
-                rows.ids.push(job.aggregate_id.clone());
+                rows.ids.push(&job.aggregate_id);
                 rows.sequences.push(job.sequence(k));
             }
-            rows.event_types.extend(job.event_types.iter().cloned());
+            rows.event_types
+                .extend(job.event_types.iter().map(String::as_str));
             rows.event_versions
-                .extend(job.event_versions.iter().cloned());
-            rows.payloads.extend(job.payloads.iter().cloned());
-            rows.metadata.extend(job.metadata.iter().cloned());
+                .extend(job.event_versions.iter().map(String::as_str));
+            rows.payloads
+                .extend(job.payloads.iter().map(String::as_str));
+            rows.metadata
+                .extend(job.metadata.iter().map(String::as_str));
         }
         rows
     }
 
-    fn insert(
+    fn insert<'q>(
         self,
-        statement: &str,
-    ) -> QueryAs<'_, Postgres, (String, String, i64, i64), PgArguments> {
+        statement: &'q str,
+    ) -> QueryAs<'q, Postgres, (String, String, i64, i64), PgArguments>
+    where
+        'a: 'q,
+    {
         sqlx::query_as(statement)
             .bind(self.types)
             .bind(self.ids)

@@ -676,9 +676,9 @@ fn prepare<A: AggregateSchema>(
         prepared.event_versions.push(event.event_version());
         prepared
             .payloads
-            .push(serde_json::to_value(event).map_err(serialize("event"))?);
+            .push(serde_json::to_string(event).map_err(serialize("event"))?);
         prepared.metadata.push(
-            serde_json::to_value(EventMetadata::new(context)).map_err(serialize("metadata"))?,
+            serde_json::to_string(&EventMetadata::new(context)).map_err(serialize("metadata"))?,
         );
     }
     Ok(prepared)

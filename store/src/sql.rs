@@ -7,13 +7,14 @@
 
 /// The event columns of an append, as arrays with one entry per event: `$1` aggregate type and `$2`
 /// aggregate id (`text[]`), `$3` sequence (`bigint[]`), `$4` event type and `$5` event version
-/// (`text[]`), `$6` payload and `$7` metadata (`jsonb[]`). The events may belong to several commands.
+/// (`text[]`), `$6` payload and `$7` metadata (JSON text, `text[]`, parsed into `jsonb` by the insert).
+/// The events may belong to several commands.
 macro_rules! insert_events {
     ($on_conflict:literal) => {
         concat!(
             "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-    select t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version, t.payload, t.metadata
-    from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+    select t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version, t.payload::jsonb, t.metadata::jsonb
+    from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
          as t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
     ",
             $on_conflict,
@@ -97,8 +98,8 @@ pub const COMMIT_IN_ONE_STATEMENT: &str = "
         returning 1
     ), appended as (
         insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-        select t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version, t.payload, t.metadata
-        from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::jsonb[], $7::jsonb[])
+        select t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version, t.payload::jsonb, t.metadata::jsonb
+        from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
              as t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
         returning aggregate_type, aggregate_id, sequence, global_position
     ), records as (
