@@ -173,7 +173,7 @@ pub fn add_ratios(rows: &mut Vec<Row>) {
     for row in rows.iter_mut() {
         let baselines: &[&str] = match (row.workload, row.variant.is_some()) {
             ("http_create", _) => &["raw_sql", "stock_cqrs_es"],
-            ("inproc_create", false) => &["raw_sql"],
+            ("inproc_create", false) => &["raw_sql", "stock_cqrs_es"],
             ("inproc_create", true) => &["stock_cqrs_es"],
             ("raw_sql", true) => &["raw_sql"],
             _ => continue,

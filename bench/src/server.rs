@@ -18,6 +18,10 @@ pub struct Serve {
     pub base: String,
 }
 
+/// The `subcommand` of [`Serve::start`] for `trailbook serve` with its job workers (plain `"serve"` runs
+/// it with `--no-workers`).
+pub const WITH_WORKERS: &str = "serve with workers";
+
 impl Serve {
     /// Starts `bin <subcommand>` (`serve`, or `command-api` alone) on `database_url` with every port chosen by the kernel, rate limiting off and
     /// the given JWT secret, and waits until `/readyz` answers 200. Its log goes to `log`.
@@ -35,9 +39,16 @@ impl Serve {
             std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let ready_file = data_dir.join("ready.json");
         let _ = std::fs::remove_file(&ready_file);
+        let (name, workers) = match subcommand {
+            WITH_WORKERS => ("serve", &[][..]),
+            // `serve` without its job workers: each booking would otherwise start the partner workflow
+            // (reserve job, partner calls, callbacks, four more events), which is not the command path.
+            "serve" => ("serve", &["--no-workers"][..]),
+            other => (other, &[][..]),
+        };
         let mut child = Command::new(bin)
             .args([
-                subcommand,
+                name,
                 "--command-addr",
                 "127.0.0.1:0",
                 "--query-addr",
@@ -45,13 +56,7 @@ impl Serve {
                 "--partner-addr",
                 "127.0.0.1:0",
             ])
-            // `serve` without its job workers: each booking would otherwise start the partner workflow
-            // (reserve job, partner calls, callbacks, four more events), which is not the command path.
-            .args(if subcommand == "serve" {
-                &["--no-workers"][..]
-            } else {
-                &[][..]
-            })
+            .args(workers)
             .env("DATABASE_URL", database_url)
             .env("TRAILBOOK_DATA_DIR", data_dir)
             .env("TRAILBOOK_JWT_SECRET", jwt_secret)
