@@ -450,22 +450,37 @@ async fn workloads(
     Ok(rows)
 }
 
+/// Starts `trailbook <subcommand>` (see [`server::Serve::start`]) with its log in `log`, runs `work`
+/// against it, and stops it, also when `work` failed.
+async fn with_server(
+    cx: &Ctx<'_>,
+    subcommand: &str,
+    log: &str,
+    work: impl AsyncFnOnce(&server::Serve) -> Result<()>,
+) -> Result<()> {
+    progress(&format!("starting trailbook {subcommand}"));
+    let server = server::Serve::start(
+        cx.bin,
+        subcommand,
+        cx.url,
+        &cx.data_dir.join("serve"),
+        &cx.secret,
+        &cx.data_dir.join(log),
+    )
+    .await?;
+    let outcome = work(&server).await;
+    progress(&format!("stopping trailbook {subcommand}"));
+    let stopped = server.stop().await;
+    outcome?;
+    stopped
+}
+
 /// Phase 1: the whole command path over HTTP through `trailbook serve`, with serve's memory; then the
 /// live lag at a fixed rate.
 async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result<()> {
     let pool = &cx.pool;
-    progress("starting trailbook serve");
-    let serve = server::Serve::start(
-        cx.bin,
-        "serve",
-        cx.url,
-        &cx.data_dir.join("serve"),
-        &cx.secret,
-        &cx.data_dir.join("serve.log"),
-    )
-    .await?;
-    let http = async {
-        let http = HttpClient::new(&cx.secret, &serve)?;
+    with_server(cx, "serve", "serve.log", async |serve| {
+        let http = HttpClient::new(&cx.secret, serve)?;
         let seq = Seq::new(cx.nonce, "http");
         http_runs(cx, &http, &seq, serve.pid, None, rows).await;
         let rss_http = serve.peak_rss_mb()?;
@@ -508,88 +523,58 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
                 ))
                 .value(rss, "MB"),
         );
-        Ok::<_, Error>(())
-    }
-    .await;
-    progress("stopping trailbook serve");
-    let stopped = serve.stop().await;
-    http?;
-    stopped?;
-
-    Ok(())
+        Ok(())
+    })
+    .await
 }
 
 /// Phase 1b: the same over HTTP to `trailbook command-api` alone: no projector, query API or partner
 /// simulator in the server process, to tell the HTTP path's cost from theirs.
 async fn command_api_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
-    progress("starting trailbook command-api");
-    let api = server::Serve::start(
-        cx.bin,
-        "command-api",
-        cx.url,
-        &cx.data_dir.join("serve"),
-        &cx.secret,
-        &cx.data_dir.join("command-api.log"),
-    )
-    .await?;
-    let http = async {
-        let http = HttpClient::new(&cx.secret, &api)?;
+    with_server(cx, "command-api", "command-api.log", async |api| {
+        let http = HttpClient::new(&cx.secret, api)?;
         let seq = Seq::new(cx.nonce, "http-api");
         http_runs(cx, &http, &seq, api.pid, Some(API_ALONE), rows).await;
         rows.push(paired_raw_sql(cx, "api", "`http_create` through `command-api`").await);
-        Ok::<_, Error>(())
-    }
-    .await;
-    let stopped = api.stop().await;
-    http?;
-    stopped?;
-
-    Ok(())
+        Ok(())
+    })
+    .await
 }
 
 /// Phase 1c: creates through default `trailbook serve`, workers on: every booking also runs its partner
 /// saga (a reserve job, calls to serve's partner simulator, its callbacks, more events and projection
 /// batches) on the same two cores, as a user runs it. One point, at the compared client count.
 async fn saga_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
-    progress("starting trailbook serve with its workers");
-    let serve = server::Serve::start(
-        cx.bin,
+    with_server(
+        cx,
         server::WITH_WORKERS,
-        cx.url,
-        &cx.data_dir.join("serve"),
-        &cx.secret,
-        &cx.data_dir.join("serve-workers.log"),
+        "serve-workers.log",
+        async |serve| {
+            let http = HttpClient::new(&cx.secret, serve)?;
+            let seq = Seq::new(cx.nonce, "http-saga");
+            let c = cx.plan.clients[COMPARED];
+            progress(&format!("http_create ({SAGA}), {c} clients"));
+            let (client, base, token) =
+                (http.client.clone(), http.base.clone(), http.token.clone());
+            let (m, per_op) = point(cx.plan, &cx.probe_pool, Some(serve.pid), c, move || {
+                commands::http_create(
+                    client.clone(),
+                    base.clone(),
+                    token.clone(),
+                    seq.clone(),
+                    None,
+                )
+            })
+            .await;
+            rows.push(
+                Row::measured("http_create", count(c), &m)
+                    .costs_of(per_op)
+                    .variant(SAGA),
+            );
+            Ok(())
+        },
     )
-    .await?;
-    let http = async {
-        let http = HttpClient::new(&cx.secret, &serve)?;
-        let seq = Seq::new(cx.nonce, "http-saga");
-        let c = cx.plan.clients[COMPARED];
-        progress(&format!("http_create ({SAGA}), {c} clients"));
-        let (client, base, token) = (http.client.clone(), http.base.clone(), http.token.clone());
-        let (m, per_op) = point(cx.plan, &cx.probe_pool, Some(serve.pid), c, move || {
-            commands::http_create(
-                client.clone(),
-                base.clone(),
-                token.clone(),
-                seq.clone(),
-                None,
-            )
-        })
-        .await;
-        rows.push(
-            Row::measured("http_create", count(c), &m)
-                .costs_of(per_op)
-                .variant(SAGA),
-        );
-        Ok::<_, Error>(())
-    }
-    .await;
-    progress("stopping trailbook serve");
-    let stopped = serve.stop().await;
-    http?;
-    stopped?;
-    Ok(())
+    .await
 }
 
 /// Phase 2: the same command in-process, as raw SQL, the one-row ceiling, and stock cqrs-es.
