@@ -3,8 +3,9 @@
 //! cqrs-es 0.5 supplies the `Aggregate` contract (`handle` through an `EventSink`, `apply`) and upcasters;
 //! this module supplies everything around them that its `PersistedEventStore` gets wrong or lacks (see
 //! `docs/adr/0001-own-event-store.md`): snapshots that are a pure cache, a commit that returns version and
-//! global position, a one-statement append, room for extra statements in the append transaction, bounded
-//! conflict retries, and loading at a past version or time.
+//! global position, a one-statement append, rows beside the events in the same commit (written by the
+//! group committer of `commit`, many commands at once), bounded conflict retries, and loading at a past
+//! version or time.
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -185,10 +186,10 @@ pub trait CommitHook<A: Aggregate>: Send + Sync {
     fn writes(&self, change: &Change<'_, A>, writes: &mut Writes) -> Result<(), HookError>;
 }
 
-/// The write rules of an aggregate: statements that every append of it runs in its transaction, whoever
-/// the writer (REST, callbacks, workers, CLI, tests). Every command path of [`EventStore`] requires this
-/// trait and runs [`WriteRules::write_rules`] itself, so no caller can forget or skip them; a caller's own
-/// hook (e.g. an idempotency record) runs after them in the same transaction.
+/// The write rules of an aggregate: rows that every append of it writes in its commit, whoever the
+/// writer (REST, callbacks, workers, CLI, tests). Every command path of [`EventStore`] requires this
+/// trait and asks [`WriteRules::write_rules`] itself, so no caller can forget or skip them; a caller's own
+/// hook (e.g. an idempotency record) adds its rows after them, to the same commit.
 ///
 /// The store registers them for the domain's aggregates (Booking: the slot claim of
 /// [`crate::claims::BookingClaims`]; Visit: none). Only the store or the aggregate's own crate can
