@@ -7,11 +7,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use trailbook::Cli;
 
-/// mimalloc instead of glibc's malloc: a request allocates and frees many small buffers across threads,
-/// where glibc's arenas spent about a fifth of the server's CPU per create (see BENCHMARKS.md, issue 17).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     service_kit::telemetry::init(cli.is_service());
