@@ -482,7 +482,7 @@ async fn serve_phase(cx: &Ctx<'_>, lag_rate: f64, rows: &mut Vec<Row>) -> Result
     with_server(cx, "serve", "serve.log", async |serve| {
         let http = HttpClient::new(&cx.secret, serve)?;
         let seq = Seq::new(cx.nonce, "http");
-        http_runs(cx, &http, &seq, serve.pid, None, rows).await;
+        http_runs(cx, &http, &seq, &cx.plan.clients, serve.pid, None, rows).await;
         let rss_http = serve.peak_rss_mb()?;
         // Once serve's projector has applied what http_create wrote (so it takes no CPU from the
         // baseline), raw SQL again, right after.
@@ -534,7 +534,16 @@ async fn command_api_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
     with_server(cx, "command-api", "command-api.log", async |api| {
         let http = HttpClient::new(&cx.secret, api)?;
         let seq = Seq::new(cx.nonce, "http-api");
-        http_runs(cx, &http, &seq, api.pid, Some(API_ALONE), rows).await;
+        http_runs(
+            cx,
+            &http,
+            &seq,
+            &cx.plan.clients,
+            api.pid,
+            Some(API_ALONE),
+            rows,
+        )
+        .await;
         rows.push(paired_raw_sql(cx, "api", "`http_create` through `command-api`").await);
         Ok(())
     })
@@ -552,25 +561,8 @@ async fn saga_phase(cx: &Ctx<'_>, rows: &mut Vec<Row>) -> Result<()> {
         async |serve| {
             let http = HttpClient::new(&cx.secret, serve)?;
             let seq = Seq::new(cx.nonce, "http-saga");
-            let c = cx.plan.clients[COMPARED];
-            progress(&format!("http_create ({SAGA}), {c} clients"));
-            let (client, base, token) =
-                (http.client.clone(), http.base.clone(), http.token.clone());
-            let (m, per_op) = point(cx.plan, &cx.probe_pool, Some(serve.pid), c, move || {
-                commands::http_create(
-                    client.clone(),
-                    base.clone(),
-                    token.clone(),
-                    seq.clone(),
-                    None,
-                )
-            })
-            .await;
-            rows.push(
-                Row::measured("http_create", count(c), &m)
-                    .costs_of(per_op)
-                    .variant(SAGA),
-            );
+            let compared = [cx.plan.clients[COMPARED]];
+            http_runs(cx, &http, &seq, &compared, serve.pid, Some(SAGA), rows).await;
             Ok(())
         },
     )
@@ -807,16 +799,17 @@ impl HttpClient {
     }
 }
 
-/// `http_create` against the server process `pid` at each client count of the plan, one row each.
+/// `http_create` against the server process `pid` at each of `clients`, one row each.
 async fn http_runs(
     cx: &Ctx<'_>,
     http: &HttpClient,
     seq: &Arc<Seq>,
+    clients: &[usize],
     pid: u32,
     variant: Option<&'static str>,
     rows: &mut Vec<Row>,
 ) {
-    for &c in &cx.plan.clients {
+    for &c in clients {
         progress(&format!(
             "http_create{}, {c} clients",
             variant.map_or_else(String::new, |v| format!(" ({v})"))
