@@ -103,7 +103,7 @@ async fn show<A: AggregateSchema>(store: &EventStore, args: &HistoryArgs) -> Res
 
 /// `#3  pos 17  2026-12-01T09:30:00Z  PaymentCaptured v1.0  by client:ada  correlation … causation …`
 fn describe(e: &RecordedEvent) -> String {
-    let meta = &e.metadata;
+    let meta = e.metadata.to_value();
     let text = |key: &str| {
         meta.get(key)
             .and_then(|v| v.as_str())

@@ -33,6 +33,11 @@ pub enum Error {
     #[error("projection {0}: could not swap in the rebuilt tables (readers held them locked); try again")]
     SwapTimedOut(&'static str),
 
+    /// An index of a live table has a definition the rebuild cannot copy (it was changed by hand). The live
+    /// tables are unchanged.
+    #[error("cannot rebuild: index {index} has an unexpected definition: {definition}")]
+    IndexDefinition { index: String, definition: String },
+
     /// A stuck-item rule does not parse. The message says what the expected shape is.
     #[error("invalid stuck rule `{rule}`: {reason}")]
     InvalidRule { rule: String, reason: String },

@@ -313,8 +313,8 @@ impl From<store::RecordedEvent> for HistoryEvent {
             event_type: e.event_type,
             event_version: e.event_version,
             recorded_at: e.recorded_at,
-            payload: Json(e.payload),
-            metadata: Json(e.metadata),
+            payload: Json(e.payload.to_value()),
+            metadata: Json(e.metadata.to_value()),
         }
     }
 }

@@ -51,5 +51,5 @@ pub use event_store::{
     Appended, Change, CommitHook, Committed, EventStore, Execute, ExecuteOptions, Loaded, NoHook,
     StoreConfig, WriteRules,
 };
-pub use log::{Checkpoint, RecordedEvent};
+pub use log::{Checkpoint, RecordedEvent, StoredJson};
 pub use metadata::{CommandContext, EventMetadata};

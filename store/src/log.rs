@@ -10,8 +10,11 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use domain::AggregateSchema;
-use serde::{Deserialize, Serialize};
-use sqlx::PgExecutor;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+use sqlx::postgres::{PgTypeInfo, PgValueRef};
+use sqlx::{PgExecutor, Postgres};
 
 use crate::error::{CorruptEvent, Error, Result};
 
@@ -34,8 +37,8 @@ pub struct RecordedEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: serde_json::Value,
-    pub metadata: serde_json::Value,
+    pub payload: StoredJson,
+    pub metadata: StoredJson,
     pub global_position: i64,
     pub tx_id: i64,
     pub recorded_at: DateTime<Utc>,
@@ -57,8 +60,8 @@ impl RecordedEvent {
             .iter()
             .any(|u| u.can_upcast(&self.event_type, &self.event_version))
         {
-            // Current version: deserialized in place, without copying the payload.
-            return <A::Event as serde::Deserialize>::deserialize(&self.payload).map_err(|e| {
+            // Current version: parsed from the stored text straight into the typed event.
+            return self.payload.parse::<A::Event>().map_err(|e| {
                 corrupt::<A>(
                     &self.aggregate_id,
                     self.sequence,
@@ -68,14 +71,108 @@ impl RecordedEvent {
                 )
             });
         }
+        let payload = self.payload.parse::<serde_json::Value>().map_err(|e| {
+            corrupt::<A>(
+                &self.aggregate_id,
+                self.sequence,
+                &self.event_type,
+                &self.event_version,
+                e,
+            )
+        })?;
         decode_event::<A>(
             &upcasters,
             &self.aggregate_id,
             self.sequence,
             &self.event_type,
             &self.event_version,
-            self.payload.clone(),
+            payload,
         )
+    }
+}
+
+/// A stored event's payload or metadata as the JSON text PostgreSQL sent, parsed only by whoever reads
+/// it: the projector and the reactor read every event of the log, and a `serde_json::Value` tree per
+/// event (a map and a string per key) was most of their CPU; [`StoredJson::parse`] goes straight to the
+/// typed event.
+#[derive(Clone)]
+pub struct StoredJson(Box<RawValue>);
+
+impl StoredJson {
+    /// The value as JSON text.
+    pub fn json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The value parsed into `T`.
+    pub fn parse<T: DeserializeOwned>(&self) -> serde_json::Result<T> {
+        serde_json::from_str(self.0.get())
+    }
+
+    /// The value as a JSON tree, for display and tests (null if it nests deeper than serde_json's
+    /// recursion limit of 128, which no event of this engine does).
+    pub fn to_value(&self) -> serde_json::Value {
+        self.parse().unwrap_or_default()
+    }
+
+    /// The stored form of `value`.
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        // A `Value` always prints as valid JSON, so this cannot fail; null is only a formal fallback.
+        Self(RawValue::from_string(value.to_string()).unwrap_or_else(|_| null_json()))
+    }
+}
+
+fn null_json() -> Box<RawValue> {
+    RawValue::NULL.to_owned()
+}
+
+/// Equal when the JSON values are equal (key order and spacing aside).
+impl PartialEq for StoredJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.json() == other.json() || self.to_value() == other.to_value()
+    }
+}
+
+impl std::fmt::Debug for StoredJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.json())
+    }
+}
+
+impl std::fmt::Display for StoredJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.json())
+    }
+}
+
+/// Serialized as the JSON value it holds, through any serializer (a raw value passes only through
+/// serde_json's own).
+impl Serialize for StoredJson {
+    fn serialize<S: Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        self.to_value().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for StoredJson {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        serde_json::Value::deserialize(deserializer).map(|value| Self::from_value(&value))
+    }
+}
+
+impl sqlx::Type<Postgres> for StoredJson {
+    fn type_info() -> PgTypeInfo {
+        <sqlx::types::Json<Box<RawValue>> as sqlx::Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <sqlx::types::Json<Box<RawValue>> as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for StoredJson {
+    fn decode(value: PgValueRef<'r>) -> std::result::Result<Self, sqlx::error::BoxDynError> {
+        <sqlx::types::Json<Box<RawValue>> as sqlx::Decode<'r, Postgres>>::decode(value)
+            .map(|json| Self(json.0))
     }
 }
 

@@ -440,7 +440,7 @@ async fn events_carry_metadata() {
     let history = store.history("counter", "m").await.unwrap();
     let metas: Vec<store::EventMetadata> = history
         .iter()
-        .map(|e| serde_json::from_value(e.metadata.clone()).unwrap())
+        .map(|e| e.metadata.parse().unwrap())
         .collect();
     assert_eq!(metas[0].context, context);
     assert_ne!(metas[0].event_id, metas[1].event_id);
@@ -658,7 +658,7 @@ async fn racing_multi_event_appends_keep_exactly_the_acknowledged_events() {
             .collect();
         let mut stored: Vec<i64> = history
             .iter()
-            .map(|e| e.payload["Added"]["n"].as_i64().unwrap())
+            .map(|e| e.payload.to_value()["Added"]["n"].as_i64().unwrap())
             .collect();
         expected.sort_unstable();
         stored.sort_unstable();
@@ -669,7 +669,10 @@ async fn racing_multi_event_appends_keep_exactly_the_acknowledged_events() {
         for (_, ns, version, position) in told.iter().filter(|t| t.0 == stream) {
             let last = &history[usize::try_from(*version).unwrap() - 1];
             assert_eq!(Some(last.global_position), *position);
-            assert_eq!(last.payload["Added"]["n"].as_i64(), ns.last().copied());
+            assert_eq!(
+                last.payload.to_value()["Added"]["n"].as_i64(),
+                ns.last().copied()
+            );
         }
     }
 }

@@ -18,6 +18,8 @@
 //! Every function here is a single statement (or runs in the caller's transaction), so a cancelled call
 //! cannot leave a connection inside an open transaction.
 
+use std::collections::hash_map::{Entry, HashMap};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -217,26 +219,80 @@ pub struct Enqueued {
 /// writes or not at all). Idempotent by dedupe key: a second call returns the existing job's id with
 /// `inserted = false` and counts the hit in `dedupe_hits`.
 pub async fn enqueue<'e, E: PgExecutor<'e>>(executor: E, spec: &JobSpec) -> Result<Enqueued> {
-    spec.validate()?;
-    let (id, inserted): (i64, bool) = sqlx::query_as(
-        "insert into jobs (kind, queue, dedupe_key, payload, max_attempts, run_at)
-         values ($1, $2, $3, $4, $5, coalesce($6, now()))
-         on conflict (dedupe_key) do update set dedupe_hits = jobs.dedupe_hits + 1
-         returning id, (xmax = 0) as inserted",
-    )
-    .bind(&spec.kind)
-    .bind(&spec.queue)
-    .bind(&spec.dedupe_key)
-    .bind(&spec.payload)
-    .bind(spec.max_attempts)
-    .bind(spec.run_at)
-    .fetch_one(executor)
-    .await?;
-    if inserted {
-        metrics::counter!("trailbook_jobs_enqueued_total", "kind" => spec.kind.clone())
-            .increment(1);
+    let mut enqueued = enqueue_all(executor, std::slice::from_ref(spec)).await?;
+    enqueued
+        .pop()
+        .ok_or(Error::Database(sqlx::Error::RowNotFound))
+}
+
+/// Enqueues every job of `specs` in one statement, answering in their order; like [`enqueue`] one by
+/// one: the first spec of a dedupe key inserts its job (unless the key exists), every later one (in
+/// `specs` or already stored) is a hit on it.
+pub async fn enqueue_all<'e, E: PgExecutor<'e>>(
+    executor: E,
+    specs: &[JobSpec],
+) -> Result<Vec<Enqueued>> {
+    if specs.is_empty() {
+        return Ok(Vec::new());
     }
-    Ok(Enqueued { id, inserted })
+    // One row per dedupe key (an upsert may not touch a row twice), carrying its repeats in the batch.
+    let mut first: HashMap<&str, usize> = HashMap::with_capacity(specs.len());
+    let mut rows: Vec<(&JobSpec, i32)> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        spec.validate()?;
+        match first.entry(spec.dedupe_key.as_str()) {
+            Entry::Occupied(row) => rows[*row.get()].1 += 1,
+            Entry::Vacant(slot) => {
+                slot.insert(rows.len());
+                rows.push((spec, 0));
+            }
+        }
+    }
+    let payloads = rows
+        .iter()
+        .map(|(spec, _)| serde_json::to_string(&spec.payload))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| Error::Invalid(format!("a job payload does not serialize: {e}")))?;
+    let column = |f: fn(&JobSpec) -> &str| rows.iter().map(|(s, _)| f(s)).collect::<Vec<_>>();
+    let answers: Vec<(String, i64, bool)> = sqlx::query_as(
+        "insert into jobs (kind, queue, dedupe_key, payload, max_attempts, run_at, dedupe_hits)
+         select kind, queue, dedupe_key, payload::jsonb, max_attempts, coalesce(run_at, now()), repeats
+         from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int4[], $6::timestamptz[],
+                     $7::int4[])
+              as t(kind, queue, dedupe_key, payload, max_attempts, run_at, repeats)
+         on conflict (dedupe_key) do update
+             set dedupe_hits = jobs.dedupe_hits + excluded.dedupe_hits + 1
+         returning dedupe_key, id, (xmax = 0) as inserted",
+    )
+    .bind(column(|s| &s.kind))
+    .bind(column(|s| &s.queue))
+    .bind(column(|s| &s.dedupe_key))
+    .bind(payloads)
+    .bind(rows.iter().map(|(s, _)| s.max_attempts).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(s, _)| s.run_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|(_, repeats)| *repeats).collect::<Vec<_>>())
+    .fetch_all(executor)
+    .await?;
+    let by_key: HashMap<&str, (i64, bool)> = answers
+        .iter()
+        .map(|(key, id, inserted)| (key.as_str(), (*id, *inserted)))
+        .collect();
+    let mut seen: HashSet<&str> = HashSet::with_capacity(rows.len());
+    let mut enqueued = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let key = spec.dedupe_key.as_str();
+        let &(id, inserted) = by_key
+            .get(key)
+            .ok_or(Error::Database(sqlx::Error::RowNotFound))?;
+        // Only the first spec of a key can be the one that inserted it.
+        let inserted = inserted && seen.insert(key);
+        if inserted {
+            metrics::counter!("trailbook_jobs_enqueued_total", "kind" => spec.kind.clone())
+                .increment(1);
+        }
+        enqueued.push(Enqueued { id, inserted });
+    }
+    Ok(enqueued)
 }
 
 /// Claims up to `limit` ready jobs of `queue` whose kind is in `kinds` (empty: any kind) for `worker_id`,

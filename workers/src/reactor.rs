@@ -3,7 +3,8 @@
 //! The global log is the outbox. One batch is one transaction, exactly like a projector batch: lock the
 //! reactor's row in `reactor_checkpoints` ([`store::consumer::Checkpoints::lock`], `select ... for
 //! update`), read up to `batch_size` events after it with [`store::log::read_after`] (never skipping an
-//! event of a slow transaction), enqueue the jobs of those events, move the checkpoint, commit. Jobs and
+//! event of a slow transaction), enqueue the jobs of those events (all in one statement,
+//! [`jobs::enqueue_all`]), move the checkpoint, commit. Jobs and
 //! checkpoint commit together or not at all, so a reactor killed anywhere leaves either the old checkpoint
 //! and no jobs of the batch, or the new checkpoint and all of them. The row lock is the fence between two
 //! reactors (any number may run); the dedupe key of every job is a second line of defence and counts any
@@ -82,22 +83,33 @@ impl Default for ReactorConfig {
     }
 }
 
+/// What a job keeps of its event's metadata (missing keys are null in the job's `cause`).
+#[derive(Default, serde::Deserialize)]
+struct Cause {
+    event_id: Option<serde_json::Value>,
+    correlation_id: Option<serde_json::Value>,
+}
+
 /// The jobs one event calls for (none for most events). Each job's payload names its cause: the event's
 /// coordinates, its event id (the causation of what the job writes) and its correlation id (the saga's
 /// thread, sent on every partner and provider call).
 pub fn jobs_for(event: &RecordedEvent, config: &ReactorConfig) -> Vec<JobSpec> {
     let id = &event.aggregate_id;
-    let cause = json!({
-        "aggregate_type": event.aggregate_type,
-        "aggregate_id": id,
-        "sequence": event.sequence,
-        "event_type": event.event_type,
-        "global_position": event.global_position,
-        "event_id": event.metadata.get("event_id"),
-        "correlation_id": event.metadata.get("correlation_id"),
-    });
+    // Built only for the few events that call for a job: most events of the log call for none.
+    let cause = || {
+        let meta = event.metadata.parse::<Cause>().unwrap_or_default();
+        json!({
+            "aggregate_type": event.aggregate_type,
+            "aggregate_id": id,
+            "sequence": event.sequence,
+            "event_type": event.event_type,
+            "global_position": event.global_position,
+            "event_id": meta.event_id,
+            "correlation_id": meta.correlation_id,
+        })
+    };
     let job = |kind: &str, dedupe: String, queue: &str| {
-        JobSpec::new(kind, dedupe, json!({ "booking_id": id, "cause": cause })).queue(queue)
+        JobSpec::new(kind, dedupe, json!({ "booking_id": id, "cause": cause() })).queue(queue)
     };
     let release = || {
         vec![job(
@@ -139,8 +151,8 @@ pub fn jobs_for(event: &RecordedEvent, config: &ReactorConfig) -> Vec<JobSpec> {
         .max_attempts(20)],
         ("booking", "BookingCancelled" | "BookingFailed") => release(),
         ("booking", "BookingResolved") => {
-            let status = event
-                .payload
+            let payload = event.payload.to_value();
+            let status = payload
                 .pointer("/BookingResolved/status")
                 .and_then(|s| s.as_str());
             match status {
@@ -163,14 +175,14 @@ pub fn jobs_for(event: &RecordedEvent, config: &ReactorConfig) -> Vec<JobSpec> {
         ("visit", "VisitCompleted") => vec![JobSpec::new(
             kinds::REPORT_GENERATE,
             format!("{}:{id}", kinds::REPORT_GENERATE),
-            json!({ "visit_id": id, "cause": cause }),
+            json!({ "visit_id": id, "cause": cause() }),
         )
         .queue("documents")],
         ("visit", "ReportGenerated") => vec![JobSpec::new(
             kinds::REPORT_SEND,
             // one e-mail per generated report version
             format!("{}:{id}:{}", kinds::REPORT_SEND, event.sequence),
-            json!({ "visit_id": id, "cause": cause }),
+            json!({ "visit_id": id, "cause": cause() }),
         )
         .queue("documents")],
         _ => Vec::new(),
@@ -200,15 +212,15 @@ pub async fn run_configured_batch(pool: &PgPool, config: &ReactorConfig) -> Resu
         conn.release();
         return Ok(0);
     };
+    // Every job of the batch in one statement (one round trip, however many events call for jobs).
+    let specs: Vec<JobSpec> = events.iter().flat_map(|e| jobs_for(e, config)).collect();
+    let answers = jobs::enqueue_all(&mut *tx, &specs).await?;
     let mut enqueued = 0usize;
-    for event in &events {
-        for spec in jobs_for(event, config) {
-            let result = jobs::enqueue(&mut *tx, &spec).await?;
-            if result.inserted {
-                enqueued += 1;
-            } else {
-                tracing::warn!(dedupe_key = %spec.dedupe_key, position = event.global_position, "job already enqueued");
-            }
+    for (spec, answer) in specs.iter().zip(&answers) {
+        if answer.inserted {
+            enqueued += 1;
+        } else {
+            tracing::warn!(dedupe_key = %spec.dedupe_key, job = answer.id, "job already enqueued");
         }
     }
     CHECKPOINTS

@@ -833,18 +833,19 @@ async fn one_correlation_id_runs_through_reserve_reconcile_payment_and_compensat
     ] {
         assert!(types.contains(&wanted), "{types:?}");
     }
-    let event_ids: Vec<&str> = history
+    let metas: Vec<serde_json::Value> = history.iter().map(|e| e.metadata.to_value()).collect();
+    let event_ids: Vec<&str> = metas
         .iter()
-        .filter_map(|e| e.metadata["event_id"].as_str())
+        .filter_map(|m| m["event_id"].as_str())
         .collect();
-    for (i, event) in history.iter().enumerate() {
+    for (i, (event, meta)) in history.iter().zip(&metas).enumerate() {
         assert_eq!(
-            event.metadata["correlation_id"], "corr-saga-1",
-            "{} #{}: {}",
-            event.event_type, event.sequence, event.metadata
+            meta["correlation_id"], "corr-saga-1",
+            "{} #{}: {meta}",
+            event.event_type, event.sequence
         );
-        if event.metadata["actor"]["subject"] == "workers" {
-            let cause = event.metadata["causation_id"].as_str().unwrap_or_default();
+        if meta["actor"]["subject"] == "workers" {
+            let cause = meta["causation_id"].as_str().unwrap_or_default();
             assert!(
                 event_ids[..i].contains(&cause),
                 "{} #{} is caused by {cause}, not an earlier event",

@@ -124,6 +124,67 @@ async fn dedupe_key_enqueues_once_and_enqueue_follows_the_transaction() {
     assert_eq!(all[0].payload, json!({}), "the first payload is kept");
 }
 
+/// A batch enqueue answers exactly as the same specs enqueued one by one: over random batches drawing on
+/// a few dedupe keys (repeats inside a batch and across batches), the first spec of a key inserts its job
+/// with its payload, every later one is a hit on the same id, and the hits are counted.
+#[tokio::test]
+async fn enqueue_all_answers_like_enqueueing_one_by_one() {
+    use rand::{Rng, SeedableRng};
+    let db = TestDb::new().await.unwrap();
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut model: std::collections::HashMap<String, (i64, i32, i64)> = Default::default();
+    for batch in 0..20 {
+        let specs: Vec<JobSpec> = (0..rng.random_range(0..12))
+            .map(|i| {
+                let key = format!("key:{}", rng.random_range(0..15));
+                JobSpec::new("k", key, json!({ "batch": batch, "i": i }))
+            })
+            .collect();
+        let answers = jobs::enqueue_all(&db.pool, &specs).await.unwrap();
+        assert_eq!(answers.len(), specs.len(), "seed {seed}");
+        for (spec, answer) in specs.iter().zip(&answers) {
+            match model.get_mut(&spec.dedupe_key) {
+                Some((id, hits, _)) => {
+                    assert!(
+                        !answer.inserted,
+                        "seed {seed}: {} inserted twice",
+                        spec.dedupe_key
+                    );
+                    assert_eq!(answer.id, *id, "seed {seed}");
+                    *hits += 1;
+                }
+                None => {
+                    assert!(
+                        answer.inserted,
+                        "seed {seed}: {} not inserted",
+                        spec.dedupe_key
+                    );
+                    let first = spec.payload["batch"].as_i64().unwrap() * 100
+                        + spec.payload["i"].as_i64().unwrap();
+                    model.insert(spec.dedupe_key.clone(), (answer.id, 0, first));
+                }
+            }
+        }
+    }
+    let all = jobs::list(&db.pool, &jobs::JobFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(all.len(), model.len(), "seed {seed}");
+    for job in all {
+        let (id, hits, first) = model[&job.dedupe_key];
+        assert_eq!(job.id, id, "seed {seed}");
+        assert_eq!(
+            job.dedupe_hits, hits,
+            "seed {seed}: hits of {}",
+            job.dedupe_key
+        );
+        let stored =
+            job.payload["batch"].as_i64().unwrap() * 100 + job.payload["i"].as_i64().unwrap();
+        assert_eq!(stored, first, "seed {seed}: the first payload is kept");
+    }
+}
+
 /// Delays grow with each retry (each one at least the previous), stay under the cap, and are jittered.
 #[test]
 fn backoff_schedule_grows_and_has_jitter() {

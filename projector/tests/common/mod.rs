@@ -493,10 +493,11 @@ pub async fn dump(pool: &PgPool, table: &str) -> Vec<serde_json::Value> {
         .unwrap()
 }
 
-/// The read-model tables and their indexes, by name.
+/// The read-model tables by name, and their indexes by name and definition.
 pub async fn read_model_relations(pool: &PgPool) -> Vec<String> {
     sqlx::query_scalar(
-        "select relname::text from pg_class
+        "select relname::text || case when relkind = 'i' then ': ' || pg_get_indexdef(oid) else '' end
+         from pg_class
          where relname like 'rm\\_%' and relkind in ('r', 'i') order by 1",
     )
     .fetch_all(pool)
