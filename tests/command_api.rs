@@ -116,6 +116,37 @@ async fn fifty_concurrent_creates_with_one_key_make_one_booking() {
     assert_eq!(s.event_types("booking", id).await, ["BookingRequested"]);
 }
 
+/// A 409 `slot_taken` names the booking holding the slot only to a caller who may see it: another client
+/// learns that the room is taken, not which booking (nor whose) holds it; the holder's owner and operators
+/// see its id.
+#[tokio::test]
+async fn a_taken_slot_names_its_booking_only_to_those_who_may_see_it() {
+    let s = Server::start().await;
+    let held = s
+        .create_booking("ada", "k-ada", &booking_body("room-7", 10))
+        .await;
+    assert_eq!(held.status, 202, "{:?}", held.body);
+    let holder = held.body["booking_id"].as_str().unwrap().to_owned();
+
+    let bob = s
+        .create_booking("bob", "k-bob", &booking_body("room-7", 10))
+        .await;
+    bob.assert_problem(409);
+    assert_eq!(bob.body["code"], "slot_taken");
+    assert!(bob.body.get("conflicting_id").is_none(), "{:?}", bob.body);
+    assert!(
+        !bob.body.to_string().contains(&holder),
+        "bob's answer names ada's booking: {}",
+        bob.body
+    );
+
+    let ada = s
+        .create_booking("ada", "k-ada-2", &booking_body("room-7", 10))
+        .await;
+    ada.assert_problem(409);
+    assert_eq!(ada.body["conflicting_id"], holder.as_str());
+}
+
 /// 30 concurrent overlapping requests for one room: exactly one wins; the others get 409 naming it. After
 /// the winner is cancelled the slot is free again.
 #[tokio::test]
@@ -139,8 +170,11 @@ async fn overlapping_bookings_of_one_resource_cannot_both_exist() {
     for r in replies.iter().filter(|r| r.status != 202) {
         r.assert_problem(409);
         assert_eq!(r.body["code"], "slot_taken");
-        assert_eq!(r.body["conflicting_id"], winner.as_str());
-        assert!(r.body["detail"].as_str().unwrap().contains(&winner));
+        assert_eq!(
+            r.body["conflicting_id"],
+            winner.as_str(),
+            "ada may see her own booking"
+        );
     }
     // an adjacent, non-overlapping period is fine ([12th 15:00, 14th 11:00) vs [10th, 12th 11:00) / [11th, 13th 11:00))
     assert_eq!(

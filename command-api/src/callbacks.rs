@@ -237,7 +237,12 @@ pub(crate) async fn apply_report(
         .execute::<Booking>(&id, command, &(), context, ExecuteOptions::default())
         .visible_if(may_move)
         .await
-        .map_err(|e| ApiError::from(e).for_aggregate("booking", &id))?;
+        // A partner or provider is never told which booking (maybe another partner's) holds a slot.
+        .map_err(|e| {
+            ApiError::from(e)
+                .for_aggregate("booking", &id)
+                .without_conflicting_id()
+        })?;
     let applied = moved(&done.events);
     let outcome = if applied { "applied" } else { "ignored" };
     metrics::counter!(counter, "outcome" => outcome).increment(1);

@@ -6,6 +6,10 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 use store::CommandError;
 
+/// The member of a 409 naming the other aggregate involved (the booking holding a slot). Only callers who
+/// may access that aggregate see it (`resource::for_caller`).
+pub const CONFLICTING_ID: &str = "conflicting_id";
+
 /// An error answer of the command API. Each variant's doc names its status.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -82,6 +86,22 @@ impl ApiError {
 
     pub fn internal(e: impl std::error::Error + Send + Sync + 'static) -> Self {
         Self::Internal(Box::new(e))
+    }
+
+    /// The other aggregate a 409 names (`conflicting_id`: the booking holding a slot), if any.
+    pub(crate) fn conflicting_id(&self) -> Option<&str> {
+        match self {
+            Self::Conflict { extra, .. } => extra.get(CONFLICTING_ID).and_then(Value::as_str),
+            _ => None,
+        }
+    }
+
+    /// The same answer without naming the other aggregate (for a caller who may not see it).
+    pub(crate) fn without_conflicting_id(mut self) -> Self {
+        if let Self::Conflict { extra, .. } = &mut self {
+            extra.remove(CONFLICTING_ID);
+        }
+        self
     }
 
     /// Names the aggregate in a 404, whether it does not exist or is not the caller's (same answer).
@@ -297,7 +317,7 @@ impl<E: DomainError> From<CommandError<E>> for ApiError {
             }) => {
                 let mut extra = Map::new();
                 if let Some(other) = related_id {
-                    extra.insert("conflicting_id".into(), json!(other));
+                    extra.insert(CONFLICTING_ID.into(), json!(other));
                 }
                 ApiError::Conflict {
                     code,

@@ -229,7 +229,13 @@ impl Allowed<CommandRequest> {
         };
         metrics::counter!("trailbook_commands_total", "command" => name, "outcome" => outcome)
             .increment(1);
-        let done = result.map_err(|e| ApiError::from(e).for_aggregate(A::KIND, &id))?;
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let error = ApiError::from(e).for_aggregate(A::KIND, &id);
+                return Err(for_caller::<A>(&state, &caller, error).await);
+            }
+        };
         let etag = format!("\"{}\"", done.version);
         Ok((
             [(header::ETAG, etag)],
@@ -267,7 +273,35 @@ impl Allowed<CreateRequest> {
         let route = format!("POST /v1/{}s", A::KIND);
         let request = Create::new(&caller, correlation, key, A::KIND, &route, &body)?;
         let command = command(body, &request.id, caller.subject())?;
-        idempotency::create::<A>(&state, request, command).await
+        match idempotency::create::<A>(&state, request, command).await {
+            Ok(response) => Ok(response),
+            Err(error) => Err(for_caller::<A>(&state, &caller, error).await),
+        }
+    }
+}
+
+/// `error` as `caller` may see it: a conflict naming another aggregate of kind `A` (`conflicting_id`: the
+/// booking that holds the slot) names it only to a caller who may access that aggregate (its owner, an
+/// operator). Anyone else learns only that the slot is taken, just as another client's id answers 404
+/// everywhere else.
+async fn for_caller<A>(state: &AppState, caller: &Caller, error: ApiError) -> ApiError
+where
+    A: Resource,
+    A::Command: Clone,
+    A::Error: DomainError,
+{
+    let Some(other) = error.conflicting_id() else {
+        return error;
+    };
+    let visible = match state.store.load::<A>(other).await {
+        Ok(loaded) => loaded.version > 0 && caller.may_access(loaded.state.owner()),
+        // Unknown is not visible: the answer keeps only what the caller may see in any case.
+        Err(_) => false,
+    };
+    if visible {
+        error
+    } else {
+        error.without_conflicting_id()
     }
 }
 

@@ -55,12 +55,9 @@ impl CommitHook<Booking> for BookingClaims {
 pub(crate) fn slot_taken(partner: &str, resource: &str, holder: Option<String>) -> HookError {
     HookError::Refused {
         code: SLOT_TAKEN,
-        message: match &holder {
-            Some(other) => format!(
-                "{resource} of {partner} is already booked for an overlapping period by booking {other}"
-            ),
-            None => format!("{resource} of {partner} is already booked for an overlapping period"),
-        },
+        // The holder is another aggregate, maybe another client's: only `related_id` names it, and the
+        // API shows it only to callers who may see that booking.
+        message: format!("{resource} of {partner} is already booked for an overlapping period"),
         related_id: holder,
     }
 }
