@@ -16,6 +16,7 @@ use domain::booking::{BookingCommand, BookingEvent, PartnerReportedStatus, Partn
 use domain::values::{Actor, Role};
 use domain::Booking;
 use hmac::{Hmac, Mac};
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use store::{CommandContext, ExecuteOptions};
@@ -155,8 +156,8 @@ fn callback_secret<'a>(state: &'a AppState, partner: Option<&str>) -> Result<&'a
         )),
         (Some(directory), Some(name)) => Ok(directory
             .callback_secret(name)
-            .unwrap_or(&state.partner_secret)),
-        _ => Ok(&state.partner_secret),
+            .unwrap_or(state.partner_secret.expose_secret())),
+        _ => Ok(state.partner_secret.expose_secret()),
     }
 }
 

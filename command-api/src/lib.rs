@@ -31,6 +31,7 @@ pub mod payments;
 pub mod resource;
 pub mod visits;
 
+use secrecy::SecretSlice;
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -108,12 +109,14 @@ impl Default for Config {
     }
 }
 
-/// What every handler can reach.
+/// What every handler can reach. `Debug` shows no secret: the tokens' keys and the partner secret print
+/// as redacted.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: EventStore,
     pub tokens: Tokens,
-    pub partner_secret: Arc<[u8]>,
+    /// The callback secret of partners without their own (and of the payment provider's webhooks).
+    pub partner_secret: Arc<SecretSlice<u8>>,
     pub config: Arc<Config>,
     pub limiter: Option<Arc<middleware::Limiter>>,
     pub metrics: Option<PrometheusHandle>,
@@ -124,7 +127,7 @@ impl AppState {
         Self {
             store,
             tokens,
-            partner_secret: Arc::from(partner_secret),
+            partner_secret: Arc::new(SecretSlice::from(partner_secret.to_vec())),
             limiter: middleware::Limiter::new(config.rate_limit),
             config: Arc::new(config),
             metrics: service_kit::metrics::handle(),
@@ -224,4 +227,34 @@ pub fn app(state: AppState) -> Router {
         .layer(TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn(middleware::correlation))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `AppState`'s `Debug` (which a stray `{:?}` in a log line would print) shows neither the token
+    /// secret nor the partner secret, in any encoding.
+    #[tokio::test]
+    async fn app_state_debug_shows_no_secret() {
+        let Ok(pool) = sqlx::PgPool::connect_lazy("postgres://nobody@127.0.0.1:1/none") else {
+            panic!("a lazy pool does not connect");
+        };
+        let store = EventStore::new(pool, store::StoreConfig::default());
+        let token_secret = b"token-secret-0123456789abcdef-xyz";
+        let partner_secret = b"partner-secret-0123456789abcdef-xyz";
+        let state = AppState::new(
+            store,
+            Tokens::new(token_secret),
+            partner_secret,
+            Config::default(),
+        );
+        let printed = format!("{state:?} {state:#?}");
+        for secret in [&token_secret[..], &partner_secret[..]] {
+            let text = std::str::from_utf8(secret).unwrap_or_default();
+            assert!(!printed.contains(text), "{printed}");
+            assert!(!printed.contains(&hex::encode(secret)), "{printed}");
+            assert!(!printed.contains(&format!("{secret:?}")), "{printed}");
+        }
+    }
 }

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use domain::booking::{BookingCommand, BookingEvent, PaymentOutcome, RefundOutcome};
 use domain::values::{Actor, Role};
 use domain::Booking;
+use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use store::CommandContext;
 use utoipa::ToSchema;
@@ -57,7 +58,7 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let hook: PaymentWebhook = signed(&state.partner_secret, &headers, &body)?;
+    let hook: PaymentWebhook = signed(state.partner_secret.expose_secret(), &headers, &body)?;
     let id = hook
         .client_reference
         .clone()
