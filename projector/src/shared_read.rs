@@ -27,7 +27,7 @@ use store::{Checkpoint, RecordedEvent};
 
 use crate::error::Result;
 
-/// Most events held at once (payloads decoded: a few MB per thousand events; `serve`'s memory target is
+/// Most events held at once (payloads and metadata as JSON text: a few MB per thousand events; `serve`'s memory target is
 /// 150 MB in all).
 const MAX_EVENTS: usize = 8_000;
 

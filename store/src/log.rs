@@ -118,12 +118,8 @@ impl StoredJson {
     /// The stored form of `value`.
     pub fn from_value(value: &serde_json::Value) -> Self {
         // A `Value` always prints as valid JSON, so this cannot fail; null is only a formal fallback.
-        Self(RawValue::from_string(value.to_string()).unwrap_or_else(|_| null_json()))
+        Self(RawValue::from_string(value.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned()))
     }
-}
-
-fn null_json() -> Box<RawValue> {
-    RawValue::NULL.to_owned()
 }
 
 /// Equal when the JSON values are equal (key order and spacing aside).

@@ -19,7 +19,6 @@
 //! cannot leave a connection inside an open transaction.
 
 use std::collections::hash_map::{Entry, HashMap};
-use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -236,17 +235,24 @@ pub async fn enqueue_all<'e, E: PgExecutor<'e>>(
         return Ok(Vec::new());
     }
     // One row per dedupe key (an upsert may not touch a row twice), carrying its repeats in the batch.
+    // Only the first spec of a key can be the one that inserts it (`first_of_key`, in `specs` order).
     let mut first: HashMap<&str, usize> = HashMap::with_capacity(specs.len());
     let mut rows: Vec<(&JobSpec, i32)> = Vec::with_capacity(specs.len());
+    let mut first_of_key: Vec<bool> = Vec::with_capacity(specs.len());
     for spec in specs {
         spec.validate()?;
-        match first.entry(spec.dedupe_key.as_str()) {
-            Entry::Occupied(row) => rows[*row.get()].1 += 1,
+        let is_first = match first.entry(spec.dedupe_key.as_str()) {
+            Entry::Occupied(row) => {
+                rows[*row.get()].1 += 1;
+                false
+            }
             Entry::Vacant(slot) => {
                 slot.insert(rows.len());
                 rows.push((spec, 0));
+                true
             }
-        }
+        };
+        first_of_key.push(is_first);
     }
     let payloads = rows
         .iter()
@@ -277,15 +283,12 @@ pub async fn enqueue_all<'e, E: PgExecutor<'e>>(
         .iter()
         .map(|(key, id, inserted)| (key.as_str(), (*id, *inserted)))
         .collect();
-    let mut seen: HashSet<&str> = HashSet::with_capacity(rows.len());
     let mut enqueued = Vec::with_capacity(specs.len());
-    for spec in specs {
-        let key = spec.dedupe_key.as_str();
+    for (spec, first) in specs.iter().zip(first_of_key) {
         let &(id, inserted) = by_key
-            .get(key)
+            .get(spec.dedupe_key.as_str())
             .ok_or(Error::Database(sqlx::Error::RowNotFound))?;
-        // Only the first spec of a key can be the one that inserted it.
-        let inserted = inserted && seen.insert(key);
+        let inserted = inserted && first;
         if inserted {
             metrics::counter!("trailbook_jobs_enqueued_total", "kind" => spec.kind.clone())
                 .increment(1);

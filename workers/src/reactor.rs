@@ -95,18 +95,24 @@ struct Cause {
 /// thread, sent on every partner and provider call).
 pub fn jobs_for(event: &RecordedEvent, config: &ReactorConfig) -> Vec<JobSpec> {
     let id = &event.aggregate_id;
-    // Built only for the few events that call for a job: most events of the log call for none.
+    // Built only for the few events that call for a job (most events of the log call for none), and
+    // once for an event that calls for several.
+    let built = std::cell::OnceCell::new();
     let cause = || {
-        let meta = event.metadata.parse::<Cause>().unwrap_or_default();
-        json!({
-            "aggregate_type": event.aggregate_type,
-            "aggregate_id": id,
-            "sequence": event.sequence,
-            "event_type": event.event_type,
-            "global_position": event.global_position,
-            "event_id": meta.event_id,
-            "correlation_id": meta.correlation_id,
-        })
+        built
+            .get_or_init(|| {
+                let meta = event.metadata.parse::<Cause>().unwrap_or_default();
+                json!({
+                    "aggregate_type": event.aggregate_type,
+                    "aggregate_id": id,
+                    "sequence": event.sequence,
+                    "event_type": event.event_type,
+                    "global_position": event.global_position,
+                    "event_id": meta.event_id,
+                    "correlation_id": meta.correlation_id,
+                })
+            })
+            .clone()
     };
     let job = |kind: &str, dedupe: String, queue: &str| {
         JobSpec::new(kind, dedupe, json!({ "booking_id": id, "cause": cause() })).queue(queue)
