@@ -162,6 +162,9 @@ pub struct QueryArgs {
     /// Longest wait, in milliseconds, for a query's `minPosition` before it answers NOT_YET_CONSISTENT.
     #[arg(long, env = "TRAILBOOK_MIN_POSITION_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     pub min_position_timeout_ms: u64,
+    /// Most queries with `minPosition` one caller may have waiting at once (more: TOO_MANY_WAITS).
+    #[arg(long, env = "TRAILBOOK_MAX_WAITS_PER_SUBJECT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_waits_per_subject: u32,
     /// Largest page (`first`) of a GraphQL list.
     #[arg(long, env = "TRAILBOOK_MAX_PAGE_SIZE", default_value_t = 100, value_parser = clap::value_parser!(i64).range(1..=1000))]
     pub max_page_size: i64,
@@ -195,9 +198,14 @@ pub struct TokenArgs {
 /// Settings of the REST command API.
 #[derive(Debug, Args)]
 pub struct ApiArgs {
-    /// Requests per second per bearer token (bursts of up to max(2×, 1000) pass); 0 disables limiting.
+    /// Requests per second per verified caller, REST and GraphQL (the token's subject, or the partner
+    /// whose signature a callback carries; bursts of twice that pass); 0 disables limiting.
     #[arg(long, env = "TRAILBOOK_RATE_LIMIT", default_value_t = 500)]
     pub rate_limit: u32,
+    /// Requests per second per client address for requests that verify as no one (no token, an
+    /// invalid or expired one, a bad signature; bursts of twice that pass); 0 disables the limit.
+    #[arg(long, env = "TRAILBOOK_ANONYMOUS_RATE_LIMIT", default_value_t = 20)]
+    pub anonymous_rate_limit: u32,
     /// Most requests the command API handles at once; one more waits up to 2 s for a slot, then gets
     /// 503 `overloaded` with Retry-After (bounds memory and latency past capacity); 0 disables the bound.
     #[arg(long, env = "TRAILBOOK_MAX_IN_FLIGHT", default_value_t = 128)]

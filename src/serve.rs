@@ -158,6 +158,7 @@ async fn serve_until_signal(
         let config = command_api::Config {
             idempotency_ttl: chrono::Duration::hours(i64::from(args.api.idempotency_ttl_hours)),
             rate_limit: args.api.rate_limit,
+            anonymous_rate_limit: args.api.anonymous_rate_limit,
             max_in_flight: args.api.max_in_flight,
             partners: partners.as_ref().map(|file| {
                 Arc::new(file.partners.iter().fold(
@@ -182,7 +183,9 @@ async fn serve_until_signal(
             // `into_make_service`: the router is prepared once and shared by every connection; a bare
             // `Router` is cloned and re-prepared per connection (about 75 KB each: 1,000 keep-alive
             // clients took 75 MB).
-            let served = axum::serve(listener, command_api::app(state).into_make_service())
+            // With the peer address: unverified requests are charged to it (`service_kit::limits`).
+            let app = command_api::app(state).into_make_service_with_connect_info::<SocketAddr>();
+            let served = axum::serve(listener, app)
                 .with_graceful_shutdown(stopped)
                 .await;
             purger.abort();
@@ -200,16 +203,29 @@ async fn serve_until_signal(
                 args.query.min_position_timeout_ms,
             ),
             max_page_size: args.query.max_page_size,
+            max_waits_per_subject: args.query.max_waits_per_subject as usize,
+            rate_limit: args.api.rate_limit,
+            anonymous_rate_limit: args.api.anonymous_rate_limit,
             stuck_rules,
             ..query_api::Config::default()
         };
-        let app = query_api::app(query_api::schema(store.clone(), config), tokens.clone());
+        let limits = service_kit::Limits::new(
+            config.rate_limit,
+            config.anonymous_rate_limit,
+            config.max_waits_per_subject,
+        );
+        let schema = query_api::schema(store.clone(), config, limits.clone());
+        let app = query_api::app(schema, tokens.clone(), limits);
         let stopped = parts_running.stopped();
         parts_running.spawn("GraphQL server", async move {
-            axum::serve(listener, app.into_make_service())
-                .with_graceful_shutdown(stopped)
-                .await
-                .map_err(|e| e.to_string())
+            // With the peer address: unverified requests are charged to it (`service_kit::limits`).
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped)
+            .await
+            .map_err(|e| e.to_string())
         });
     }
     if parts.workers {

@@ -677,7 +677,7 @@ async fn bad_input_gets_a_clear_problem_naming_the_field() {
         Some("k4"),
     )
     .await;
-    r.assert_problem(400);
+    r.assert_problem(422);
     assert_eq!(r.body["field"], "starts_at");
 
     let mut distant = booking_body("r", 1);
@@ -1090,4 +1090,194 @@ async fn creates_acknowledged_before_a_sigkill_are_all_stored_whole() {
     .await
     .unwrap();
     assert_eq!((lone_claims, lone_records, unclaimed), (0, 0, 0));
+}
+
+/// Every command on an existing aggregate takes an `Idempotency-Key`: concurrent and later retries with
+/// the key get the first answer (`Idempotent-Replayed: true`) and write nothing more, where a retry
+/// without one is refused by the new state (422). The key reused with another route, aggregate or body,
+/// or first used by a create (of either kind), is 422 `idempotency_key_reused`, never a 409 "retry".
+#[tokio::test(flavor = "multi_thread")]
+async fn every_command_is_idempotent_by_key() {
+    let s = Server::start().await;
+    let op = s.operator();
+    let ada = s.client("ada");
+    let created = s
+        .post(
+            "/v1/visits",
+            &ada,
+            &visit_body(),
+            &[("Idempotency-Key", "v-1")],
+        )
+        .await;
+    assert_eq!(created.status, 202, "{:?}", created.body);
+    let id = created.body["visit_id"].as_str().unwrap().to_string();
+
+    let steps = [
+        ("check-in", json!({})),
+        ("start", json!({})),
+        (
+            "complete",
+            json!({"summary": "Common cold.", "diagnosis_codes": ["J06.9"]}),
+        ),
+    ];
+    for (step, body) in &steps {
+        let path = format!("/v1/visits/{id}/{step}");
+        let key = format!("step-{step}");
+        let headers = [("Idempotency-Key", key.as_str())];
+        let replies = join_all((0..4).map(|_| s.post(&path, &op, body, &headers))).await;
+        let first = &replies[0];
+        for r in &replies {
+            assert_eq!(r.status, 200, "{step}: {:?}", r.body);
+            assert_eq!(r.body, first.body, "{step}: every retry gets one answer");
+        }
+        let fresh = replies
+            .iter()
+            .filter(|r| r.header("idempotent-replayed").is_none())
+            .count();
+        assert_eq!(fresh, 1, "{step}: exactly one request ran the command");
+
+        let again = s.post(&path, &op, body, &headers).await;
+        assert_eq!((again.status, &again.body), (200, &first.body), "{step}");
+        assert_eq!(again.header("idempotent-replayed"), Some("true"));
+        s.post(&path, &op, body, &[]).await.assert_problem(422);
+    }
+    assert_eq!(
+        s.event_types("visit", &id).await.len(),
+        1 + steps.len(),
+        "one event per command, however often it was retried"
+    );
+
+    // The key of check-in, reused: on another route, on another visit, with another body.
+    let other = s
+        .post(
+            "/v1/visits",
+            &ada,
+            &visit_body(),
+            &[("Idempotency-Key", "v-2")],
+        )
+        .await;
+    let other_id = other.body["visit_id"].as_str().unwrap().to_string();
+    for (path, body) in [
+        (format!("/v1/visits/{id}/start"), json!({})),
+        (format!("/v1/visits/{other_id}/check-in"), json!({})),
+    ] {
+        let r = s
+            .post(&path, &op, &body, &[("Idempotency-Key", "step-check-in")])
+            .await;
+        r.assert_problem(422);
+        assert_eq!(r.body["code"], "idempotency_key_reused", "{path}");
+    }
+    let r = s
+        .post(
+            &format!("/v1/visits/{id}/complete"),
+            &op,
+            &json!({"summary": "Something else."}),
+            &[("Idempotency-Key", "step-complete")],
+        )
+        .await;
+    assert_eq!(r.body["code"], "idempotency_key_reused", "{:?}", r.body);
+
+    // A create's key on a command, and a booking's key on a visit create.
+    let r = s
+        .post(
+            &format!("/v1/visits/{other_id}/cancel"),
+            &ada,
+            &json!({}),
+            &[("Idempotency-Key", "v-1")],
+        )
+        .await;
+    assert_eq!(r.body["code"], "idempotency_key_reused", "{:?}", r.body);
+    let booked = s
+        .create_booking("ada", "shared-key", &booking_body("r-1", 1))
+        .await;
+    assert_eq!(booked.status, 202, "{:?}", booked.body);
+    let r = s
+        .post(
+            "/v1/visits",
+            &ada,
+            &visit_body(),
+            &[("Idempotency-Key", "shared-key")],
+        )
+        .await;
+    r.assert_problem(422);
+    assert_eq!(r.body["code"], "idempotency_key_reused", "{:?}", r.body);
+
+    // A booking cancel with a key, retried.
+    let booking = booked.body["booking_id"].as_str().unwrap();
+    let path = format!("/v1/bookings/{booking}/cancel");
+    let body = json!({"reason": "plans changed"});
+    let headers = [("Idempotency-Key", "cancel-1")];
+    let first = s.post(&path, &ada, &body, &headers).await;
+    let written = s.event_types("booking", booking).await;
+    let again = s.post(&path, &ada, &body, &headers).await;
+    assert_eq!((first.status, again.status), (200, 200), "{:?}", again.body);
+    assert_eq!(again.body, first.body);
+    assert_eq!(again.header("idempotent-replayed"), Some("true"));
+    assert_eq!(s.event_types("booking", booking).await, written);
+}
+
+/// Budgets follow who a request verifiably is. Junk tokens (each a new `Authorization` header) and
+/// unsigned callbacks share their address's budget instead of buying fresh buckets; once it is spent
+/// they get 429 with `Retry-After`, while a verified client and a partner whose signature checks out
+/// keep their own budgets. A verified client that floods is limited by its subject, not its header.
+#[tokio::test(flavor = "multi_thread")]
+async fn limits_follow_who_a_request_verifiably_is() {
+    let s = Server::start_with(&[
+        ("TRAILBOOK_ANONYMOUS_RATE_LIMIT", "2"),
+        ("TRAILBOOK_RATE_LIMIT", "5"),
+    ])
+    .await;
+    let count_429 = |replies: &[support::Reply]| replies.iter().filter(|r| r.status == 429).count();
+
+    let mut junk = Vec::new();
+    for i in 0..30 {
+        junk.push(s.get("/v1/bookings/nope", &format!("junk-token-{i}")).await);
+    }
+    assert!(
+        count_429(&junk) >= 20,
+        "fresh junk tokens bought fresh buckets"
+    );
+    let refused = junk.iter().find(|r| r.status == 429).unwrap();
+    refused.assert_problem(429);
+    assert_eq!(refused.body["code"], "rate_limited");
+    assert!(refused.header("retry-after").is_some());
+
+    let mut unsigned = Vec::new();
+    for i in 0..10 {
+        let r = s
+            .http
+            .post(s.url("/v1/partner/callbacks"))
+            .header("content-type", "application/json")
+            .body(format!(r#"{{"callback_id":"forged-{i}"}}"#))
+            .send()
+            .await
+            .unwrap();
+        unsigned.push(support::Reply::from(r).await);
+    }
+    assert_eq!(count_429(&unsigned), 10, "the address's budget is spent");
+
+    // A verified client and a signed callback pass all the same.
+    let created = s
+        .create_booking("bob", "b-1", &booking_body("r-1", 1))
+        .await;
+    assert_eq!(created.status, 202, "{:?}", created.body);
+    let id = created.body["booking_id"].as_str().unwrap();
+    let now = chrono::Utc::now();
+    let confirmed = s
+        .callback(
+            &json!({"callback_id": "cb-1", "booking_id": id, "reservation_id": "res-1",
+            "status": "confirmed", "occurred_at": now}),
+        )
+        .await;
+    assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+
+    // One subject, however it spells its token: its own bucket (5/s, bursts of 10).
+    let ada = s.client("ada");
+    let mut flood = Vec::new();
+    for _ in 0..30 {
+        flood.push(s.get("/v1/bookings/nope", &ada).await);
+    }
+    assert!(count_429(&flood) >= 10, "a verified subject is limited too");
+    let other = s.client("carol");
+    assert_eq!(s.get("/v1/bookings/nope", &other).await.status, 404);
 }

@@ -642,3 +642,79 @@ async fn operators_resolve_a_stuck_booking_over_graphql() {
     let history = s.event_types("booking", &id).await;
     assert_eq!(history.last().map(String::as_str), Some("BookingResolved"));
 }
+
+/// The GraphQL API charges the same budgets as REST: queries with junk tokens share their address's
+/// budget (429, `RATE_LIMITED`, `Retry-After`) while a verified caller passes; and one subject may hold
+/// only so many `minPosition` waits at once (`TOO_MANY_WAITS`), which leaves other subjects alone.
+#[tokio::test(flavor = "multi_thread")]
+async fn graphql_limits_follow_the_caller_and_cap_its_waits() {
+    let s = Server::start_part(
+        "serve",
+        &[
+            ("TRAILBOOK_ANONYMOUS_RATE_LIMIT", "2"),
+            ("TRAILBOOK_MAX_WAITS_PER_SUBJECT", "1"),
+            ("TRAILBOOK_MIN_POSITION_TIMEOUT_MS", "1500"),
+        ],
+    )
+    .await;
+    let url = s.graphql.clone().unwrap();
+    let query = json!({"query": "{ statusBoard { counts { status count } } }"});
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for i in 0..20 {
+        let r = s
+            .http
+            .post(&url)
+            .bearer_auth(format!("junk-{i}"))
+            .json(&query)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status() == 429 && limited.is_none() {
+            let retry_after = r.headers().get("retry-after").cloned();
+            limited = Some((retry_after, r.json::<Value>().await.unwrap()));
+        }
+    }
+    assert!(
+        statuses.iter().filter(|s| **s == 429).count() >= 12,
+        "{statuses:?}"
+    );
+    let (retry_after, body) = limited.unwrap();
+    assert!(retry_after.is_some());
+    assert_eq!(body["errors"][0]["extensions"]["code"], "RATE_LIMITED");
+    let op = s.operator();
+    let board = s
+        .graphql(Some(&op), query["query"].as_str().unwrap(), json!({}))
+        .await;
+    assert!(board["errors"].is_null(), "{board}");
+
+    // Three waits for a position no read model will reach: one waits its timeout, two are refused.
+    let wait = "{ bookings(first: 1, minPosition: 999999999) { totalCount } }";
+    let answers =
+        futures_util::future::join_all((0..3).map(|_| s.graphql(Some(&op), wait, json!({})))).await;
+    let codes: Vec<&str> = answers
+        .iter()
+        .map(|a| {
+            a["errors"][0]["extensions"]["code"]
+                .as_str()
+                .unwrap_or("none")
+        })
+        .collect();
+    assert_eq!(
+        codes.iter().filter(|c| **c == "TOO_MANY_WAITS").count(),
+        2,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|c| **c == "NOT_YET_CONSISTENT").count(),
+        1,
+        "{codes:?}"
+    );
+    let support = s.token(Role::Support, "sam");
+    let theirs = s.graphql(Some(&support), wait, json!({})).await;
+    assert_eq!(
+        theirs["errors"][0]["extensions"]["code"], "NOT_YET_CONSISTENT",
+        "another subject's wait is not refused: {theirs}"
+    );
+}

@@ -12,21 +12,37 @@ use utoipa::ToSchema;
 use crate::error::ApiError;
 use crate::extract::Json;
 use crate::idempotency;
-use crate::resource::{check_date, CommandRequest, CreateRequest, ReadRequest};
+use crate::openapi;
+use crate::resource::{CommandRequest, CreateRequest, ReadRequest};
 
 /// Body of `POST /v1/bookings`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"partner": "acme-hotels", "resource": "room-42",
+    "starts_at": "2026-12-01T15:00:00Z", "ends_at": "2026-12-03T11:00:00Z", "guests": 2,
+    "amount": {"minor": 25000, "currency": "EUR"},
+    "customer": {"name": "Ada Lovelace", "email": "ada@example.com"}}))]
 pub struct CreateBooking {
-    /// The partner holding the resource, e.g. `acme-hotels`.
+    /// The partner holding the resource, e.g. `acme-hotels` (one of the configured partners when the
+    /// server has a partners file).
+    #[serde(deserialize_with = "openapi::name")]
+    #[schema(schema_with = openapi::name_schema)]
     pub partner: String,
     /// The partner's resource, e.g. `room-42`.
+    #[serde(deserialize_with = "openapi::name")]
+    #[schema(schema_with = openapi::name_schema)]
     pub resource: String,
-    /// Start of the stay (RFC 3339).
+    /// Start of the stay (RFC 3339, years 2000 to 2099).
+    #[serde(deserialize_with = "openapi::instant")]
+    #[schema(schema_with = openapi::instant_schema)]
     pub starts_at: DateTime<Utc>,
-    /// End of the stay (RFC 3339), after `starts_at`.
+    /// End of the stay (RFC 3339, years 2000 to 2099), after `starts_at` (else 422).
+    #[serde(deserialize_with = "openapi::instant")]
+    #[schema(schema_with = openapi::instant_schema)]
     pub ends_at: DateTime<Utc>,
     /// 1 to 100.
+    #[serde(deserialize_with = "openapi::guests")]
+    #[schema(schema_with = openapi::guests_schema)]
     pub guests: u32,
     pub amount: AmountBody,
     pub customer: CustomerBody,
@@ -36,21 +52,33 @@ pub struct CreateBooking {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmountBody {
+    /// Positive.
+    #[serde(deserialize_with = "openapi::minor_units")]
+    #[schema(schema_with = openapi::minor_units_schema)]
     pub minor: i64,
+    #[serde(deserialize_with = "openapi::currency")]
+    #[schema(schema_with = openapi::currency_schema)]
     pub currency: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CustomerBody {
+    #[serde(deserialize_with = "openapi::name")]
+    #[schema(schema_with = openapi::name_schema)]
     pub name: String,
+    #[serde(deserialize_with = "openapi::email")]
+    #[schema(schema_with = openapi::email_schema)]
     pub email: String,
 }
 
 /// Body of `POST /v1/bookings/{id}/cancel`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"reason": "plans changed"}))]
 pub struct CancelBooking {
+    #[serde(deserialize_with = "openapi::reason")]
+    #[schema(schema_with = openapi::reason_schema)]
     pub reason: String,
 }
 
@@ -58,7 +86,10 @@ pub struct CancelBooking {
 /// the built-in simulator a test card number; it declines `4000000000000002`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"card": "4242 4242 4242 4242"}))]
 pub struct Payment {
+    #[serde(deserialize_with = "openapi::card")]
+    #[schema(schema_with = openapi::card_schema)]
     pub card: String,
 }
 
@@ -76,8 +107,6 @@ pub struct BookingAccepted {
 
 impl CreateBooking {
     fn into_command(self, booking_id: &str, owner: &str) -> Result<BookingCommand, ApiError> {
-        check_date("starts_at", self.starts_at)?;
-        check_date("ends_at", self.ends_at)?;
         let currency = Currency::parse(&self.amount.currency)
             .map_err(|e| ApiError::invalid_field("amount.currency", e.to_string()))?;
         let email = Email::parse(&self.customer.email)
@@ -144,10 +173,12 @@ pub async fn cancel(
 ) -> Result<Response, ApiError> {
     let request = request.allow(&[Role::Client, Role::Operator], "cancel bookings")?;
     let command = BookingCommand::Cancel {
-        reason: body.reason,
+        reason: body.reason.clone(),
         at: Utc::now(),
     };
-    request.run::<Booking>("booking.cancel", command).await
+    request
+        .run::<Booking, _>("booking.cancel", &body, command)
+        .await
 }
 
 /// Pay for a confirmed booking: the payment-method token goes to the payment provider as a job, and the
@@ -182,7 +213,9 @@ pub async fn payment(
         method: card,
         at: Utc::now(),
     };
-    let mut response = request.run::<Booking>("booking.payment", command).await?;
+    let mut response = request
+        .run::<Booking, _>("booking.payment", &body, command)
+        .await?;
     *response.status_mut() = StatusCode::ACCEPTED;
     Ok(response)
 }
@@ -190,11 +223,16 @@ pub async fn payment(
 /// Body of `POST /v1/bookings/{id}/resolve`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"status": "cancelled", "reason": "the partner confirmed by phone that it holds nothing"}))]
 pub struct ResolveBooking {
     /// The status the booking ends in: `failed` or `cancelled` for one stuck waiting for its partner,
     /// `cancelled` for one whose compensation is stuck or gave up, `refunded` for one whose refund is.
+    #[serde(deserialize_with = "resolve_status")]
+    #[schema(schema_with = resolve_status_schema)]
     pub status: String,
     /// Why (what the operator checked), for the history.
+    #[serde(deserialize_with = "openapi::reason")]
+    #[schema(schema_with = openapi::reason_schema)]
     pub reason: String,
 }
 
@@ -217,9 +255,31 @@ pub async fn resolve(
     })?;
     let command = BookingCommand::Resolve {
         status,
-        reason: body.reason,
+        reason: body.reason.clone(),
     };
-    request.run::<Booking>("booking.resolve", command).await
+    request
+        .run::<Booking, _>("booking.resolve", &body, command)
+        .await
+}
+
+/// The statuses `resolve` can end a booking in.
+const RESOLVED: [&str; 3] = ["failed", "cancelled", "refunded"];
+
+fn resolve_status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let status = String::deserialize(d)?;
+    if RESOLVED.contains(&status.as_str()) {
+        Ok(status)
+    } else {
+        Err(serde::de::Error::custom(
+            "must be failed, cancelled or refunded",
+        ))
+    }
+}
+
+fn resolve_status_schema() -> utoipa::openapi::schema::ObjectBuilder {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .enum_values(Some(RESOLVED))
 }
 
 fn luhn(digits: &str) -> bool {
@@ -246,8 +306,9 @@ fn luhn(digits: &str) -> bool {
 
 /// The booking's current state, folded from the event store (strongly consistent). `ETag` is the version.
 #[utoipa::path(operation_id = "get_booking", get, path = "/v1/bookings/{id}", tag = "bookings",
-    params(("id" = String, Path)),
-    responses((status = 200, description = "the booking"), (status = 404)),
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header, description = "an `ETag` seen before: 304 while the version is the same")),
+    responses((status = 200, description = "the booking", body = crate::resource::Read<Booking>, headers(("ETag" = String, description = "the version, quoted"))),
+        (status = 304, description = "not modified since the `ETag` given"), (status = 404)),
     security(("bearer" = [])))]
 pub async fn get(request: ReadRequest) -> Result<Response, ApiError> {
     request

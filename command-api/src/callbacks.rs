@@ -24,6 +24,7 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::extract::{parse, CorrelationId};
+use crate::middleware::{charge_signed, ClientAddress};
 use crate::AppState;
 
 /// The signature header.
@@ -169,14 +170,17 @@ fn callback_secret<'a>(state: &'a AppState, partner: Option<&str>) -> Result<&'a
 pub async fn receive(
     State(state): State<AppState>,
     CorrelationId(correlation): CorrelationId,
+    address: ClientAddress,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let sender = serde_json::from_slice::<Sender>(&body)
         .ok()
         .and_then(|s| s.partner);
-    let secret = callback_secret(&state, sender.as_deref())?;
-    let callback: PartnerCallback = signed(secret, &headers, &body)?;
+    let verified = callback_secret(&state, sender.as_deref())
+        .and_then(|secret| signed::<PartnerCallback>(secret, &headers, &body));
+    let signer = sender.as_deref().unwrap_or("shared-secret");
+    let callback = charge_signed(&state, address, signer, verified)?;
     let context = CommandContext {
         correlation_id: correlation,
         causation_id: Some(format!("partner-callback:{}", callback.callback_id)),

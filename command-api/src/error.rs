@@ -150,67 +150,81 @@ impl ApiError {
     }
 }
 
+/// The body of every error answer (RFC 7807 `application/problem+json`), as sent: the OpenAPI document's
+/// `Problem` schema is generated from this type.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// `urn:trailbook:problem:<code>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// What went wrong, for a human.
+    pub detail: String,
+    /// A stable machine-readable code (`invalid_value`, `slot_taken`, `rule_violated`, …).
+    pub code: &'static str,
+    /// The body field or header at fault (400, 422).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// The aggregate's current version (409 `concurrent_update`, 412).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+    /// The booking holding the slot (409 `slot_taken`), only to a caller who may see it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflicting_id: Option<String>,
+    /// The id to quote when reporting a 500 (its cause is in the log under it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<String>,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let code = self.code();
-        let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            json!(format!("urn:trailbook:problem:{code}")),
-        );
-        body.insert(
-            "title".into(),
-            json!(status.canonical_reason().unwrap_or("Error")),
-        );
-        body.insert("status".into(), json!(status.as_u16()));
-        body.insert("code".into(), json!(code));
+        let mut problem = Problem {
+            kind: format!("urn:trailbook:problem:{code}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: self.to_string(),
+            code,
+            field: None,
+            current_version: None,
+            conflicting_id: None,
+            error_id: None,
+        };
         let mut headers = Vec::new();
         match &self {
             Self::Internal(source) => {
                 let error_id = uuid::Uuid::now_v7().to_string();
                 tracing::error!(%error_id, error = %chain(source.as_ref()), "request failed");
-                body.insert(
-                    "detail".into(),
-                    json!("an internal error occurred; quote the error id when reporting it"),
-                );
-                body.insert("error_id".into(), json!(error_id));
+                problem.detail =
+                    "an internal error occurred; quote the error id when reporting it".into();
+                problem.error_id = Some(error_id);
             }
             Self::BadRequest { field, .. } | Self::Unprocessable { field, .. } => {
-                body.insert("detail".into(), json!(self.to_string()));
-                if let Some(field) = field {
-                    body.insert("field".into(), json!(field));
-                }
+                problem.field.clone_from(field);
             }
             Self::Conflict { extra, .. } => {
-                body.insert("detail".into(), json!(self.to_string()));
-                body.extend(extra.clone());
+                problem.current_version = extra.get("current_version").and_then(Value::as_u64);
+                problem.conflicting_id = extra
+                    .get(CONFLICTING_ID)
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
             }
-            Self::PreconditionFailed { current, .. } => {
-                body.insert("detail".into(), json!(self.to_string()));
-                body.insert("current_version".into(), json!(current));
-            }
+            Self::PreconditionFailed { current, .. } => problem.current_version = Some(*current),
             Self::RateLimited { retry_after } => {
-                body.insert("detail".into(), json!(self.to_string()));
                 headers.push((header::RETRY_AFTER, retry_after.to_string()));
             }
-            Self::Overloaded { .. } => {
-                body.insert("detail".into(), json!(self.to_string()));
-                headers.push((header::RETRY_AFTER, "1".to_string()));
-            }
-            Self::Unavailable => {
-                body.insert("detail".into(), json!(self.to_string()));
-                headers.push((header::RETRY_AFTER, "5".to_string()));
-            }
+            Self::Overloaded { .. } => headers.push((header::RETRY_AFTER, "1".to_string())),
+            Self::Unavailable => headers.push((header::RETRY_AFTER, "5".to_string())),
             Self::Unauthorized(_) => {
-                body.insert("detail".into(), json!(self.to_string()));
                 headers.push((header::WWW_AUTHENTICATE, "Bearer".to_string()));
             }
-            _ => {
-                body.insert("detail".into(), json!(self.to_string()));
-            }
+            _ => {}
         }
-        let mut response = (status, axum::Json(Value::Object(body))).into_response();
+        let mut response = (status, axum::Json(problem)).into_response();
         let response_headers = response.headers_mut();
         response_headers.insert(
             header::CONTENT_TYPE,

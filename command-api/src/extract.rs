@@ -75,7 +75,13 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let reason = strip_position(&inner.to_string());
-        if path.is_empty() || path == "." {
+        if reason.starts_with(crate::openapi::BROKEN_RULE) {
+            ApiError::Unprocessable {
+                code: "invalid_value",
+                detail: format!("`{path}` {reason}"),
+                field: Some(path),
+            }
+        } else if path.is_empty() || path == "." {
             ApiError::bad_request(format!("invalid JSON body: {reason}"))
         } else {
             ApiError::BadRequest {
@@ -161,15 +167,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
         let Some(value) = parts.headers.get(header::IF_MATCH) else {
             return Ok(Self(None));
         };
-        let text = value.to_str().unwrap_or_default().trim();
-        let text = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
-        text.parse::<u64>()
+        parse_version(value.as_bytes())
             .map(|v| Self(Some(v)))
-            .map_err(|_| ApiError::BadRequest {
+            .ok_or_else(|| ApiError::BadRequest {
                 detail: "`If-Match` must be a version number, e.g. `3` or `\"3\"`".into(),
                 field: Some("If-Match".into()),
             })
     }
+}
+
+/// A version as `If-Match` carries it: `3`, `"3"`, `W/"3"` or `W/3` (1 to 19 digits, so it fits a
+/// `u64`); exactly `openapi::IF_MATCH_PATTERN`.
+fn parse_version(value: &[u8]) -> Option<u64> {
+    let value = value.strip_prefix(b"W/").unwrap_or(value);
+    let digits = match value {
+        [b'"', inner @ .., b'"'] => inner,
+        bare => bare,
+    };
+    if !(1..=19).contains(&digits.len()) || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 /// The request's correlation id: `X-Correlation-Id` when given (≤ 128 visible ASCII), else a new UUID v7.

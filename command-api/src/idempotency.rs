@@ -1,10 +1,17 @@
-//! Idempotent creates (seed 001, "retry and idempotency").
+//! Idempotent creates and commands (seed 001, "retry and idempotency").
 //!
 //! The aggregate id of a create is derived from (client, `Idempotency-Key`), so N concurrent requests with
 //! one key race for the same event stream and its primary key lets exactly one win. The winner records the
 //! request's hash and its response in `idempotency_keys` inside the same transaction as its events; every
 //! other request (concurrent or later) finds that record and gets the same answer, or 422 if its body
 //! differs.
+//!
+//! A command on an existing aggregate (check-in, cancel, payment, …) may carry an `Idempotency-Key` too
+//! ([`Keyed`]): its record is looked up first (a retry must not run the command again, which its new
+//! state would refuse), written in the command's transaction otherwise, and looked up once more when the
+//! command fails (a concurrent request with the key may have won). Its hash covers the route, the
+//! aggregate id and the body, so the key reused anywhere else (another route, aggregate or body, or a
+//! create) is 422 `idempotency_key_reused`.
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -230,11 +237,33 @@ where
                 }),
             }
         }
+        Err(CommandError::Refused(
+            refusal @ HookError::Refused {
+                code: "idempotency_key_in_use",
+                ..
+            },
+        )) => {
+            // The key's record belongs to another create of this client: another kind (a booking's key
+            // reused for a visit) or another route. Its answer was committed before this refusal
+            // (the record's key is unique), so it is there to compare with: 422, never "retry".
+            match lookup(pool, &request.scope, &request.key)
+                .await
+                .map_err(store::Error::from)?
+            {
+                Some(stored) => replay(stored, &request.hash, request.kind),
+                None => Err(ApiError::from(CommandError::<A::Error>::Refused(refusal))),
+            }
+        }
         Err(e) => Err(ApiError::from(e)),
     }
 }
 
 fn replay(stored: Stored, hash: &str, kind: &str) -> Result<Response, ApiError> {
+    replay_as(stored, hash, Some(kind))
+}
+
+/// A stored answer again (`Location` for a create's, whose `kind` is given), or 422 for another request.
+fn replay_as(stored: Stored, hash: &str, created: Option<&str>) -> Result<Response, ApiError> {
     if stored.request_hash != hash {
         return Err(ApiError::Unprocessable {
             code: "idempotency_key_reused",
@@ -248,14 +277,88 @@ fn replay(stored: Stored, hash: &str, kind: &str) -> Result<Response, ApiError> 
         .get("version")
         .and_then(Value::as_u64)
         .unwrap_or_default();
-    Ok(created_response(
-        stored.status_code,
-        axum::Json(stored.response),
-        version,
-        kind,
-        &stored.aggregate_id,
-        true,
-    ))
+    Ok(match created {
+        Some(kind) => created_response(
+            stored.status_code,
+            axum::Json(stored.response),
+            version,
+            kind,
+            &stored.aggregate_id,
+            true,
+        ),
+        None => {
+            let mut response = (StatusCode::OK, axum::Json(stored.response)).into_response();
+            let headers = response.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(&format!("\"{version}\"")) {
+                headers.insert(header::ETAG, v);
+            }
+            headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            response
+        }
+    })
+}
+
+/// An `Idempotency-Key` on a command: whose it is and what request it stands for.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    scope: String,
+    key: String,
+    hash: String,
+}
+
+impl Keyed {
+    /// The key of `caller` for command `name` on aggregate `id` with `body`.
+    pub fn new<B: Serialize>(
+        caller: &Caller,
+        key: String,
+        name: &str,
+        id: &str,
+        body: &B,
+    ) -> Result<Self, ApiError> {
+        let canonical = serde_json::to_value(body).map_err(ApiError::internal)?;
+        Ok(Self {
+            scope: caller.subject().to_string(),
+            hash: request_hash(&format!("{name} {id}"), &canonical),
+            key,
+        })
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The answer this key already has: the same request's (a replay, 200 with `Idempotent-Replayed`),
+    /// 422 for another request, `None` if the key is new (or expired).
+    pub async fn answered(&self, pool: &PgPool) -> Result<Option<Response>, ApiError> {
+        match lookup(pool, &self.scope, &self.key)
+            .await
+            .map_err(store::Error::from)?
+        {
+            Some(stored) => replay_as(stored, &self.hash, None).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The record that stores the command's answer in its transaction.
+    pub fn record<A>(
+        &self,
+        ttl: chrono::Duration,
+        id: &str,
+    ) -> Record<impl Fn(&A, Appended) -> A::Accepted + Clone + Send + Sync + 'static>
+    where
+        A: Resource,
+        A::Command: Clone,
+        A::Error: DomainError,
+    {
+        let id = id.to_string();
+        Record {
+            scope: self.scope.clone(),
+            key: self.key.clone(),
+            request_hash: self.hash.clone(),
+            ttl,
+            response: move |a: &A, at: Appended| a.answer(&id, at.version, Some(at.position)),
+        }
+    }
 }
 
 /// The answer of a create with `Location`, `ETag` and, for a replay, `Idempotent-Replayed: true`.

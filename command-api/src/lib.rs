@@ -13,8 +13,9 @@
 //! - `idempotency`: `Idempotency-Key` records, derived aggregate ids, replayed answers.
 //! - `auth`: the caller of a request (tokens and role rules are `service_kit`'s).
 //! - `extract`: JSON body, `Idempotency-Key`, `If-Match`, correlation id extractors.
-//! - `middleware`: correlation ids, request metrics, per-token rate limiting.
+//! - `middleware`: correlation ids, request metrics, rate limiting (budgets are `service_kit::limits`).
 //! - `health`, `ops`: health, readiness, metrics, OpenAPI, and operator routes.
+//! - `openapi`: the field schemas and implied answers that make the OpenAPI document the truth.
 //! - `error`: [`ApiError`] and the HTTP mapping.
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod extract;
 mod health;
 pub mod idempotency;
 pub mod middleware;
+pub mod openapi;
 mod ops;
 pub mod payments;
 pub mod resource;
@@ -54,8 +56,11 @@ pub use error::ApiError;
 pub struct Config {
     /// How long an `Idempotency-Key` is remembered.
     pub idempotency_ttl: chrono::Duration,
-    /// Requests per second per token (0: unlimited).
+    /// Requests per second per verified caller (token subject, or signing partner); 0: unlimited.
     pub rate_limit: u32,
+    /// Requests per second per client address for requests that verify as no one (no token, a bad
+    /// one, a bad signature); 0: unlimited.
+    pub anonymous_rate_limit: u32,
     /// Most requests handled at once (0: unlimited); see [`middleware::in_flight`].
     pub max_in_flight: usize,
     /// How long a request beyond `max_in_flight` waits for a slot before a 503.
@@ -102,6 +107,7 @@ impl Default for Config {
         Self {
             idempotency_ttl: chrono::Duration::hours(24),
             rate_limit: 500,
+            anonymous_rate_limit: 20,
             max_in_flight: 128,
             in_flight_wait: std::time::Duration::from_secs(2),
             partners: None,
@@ -118,7 +124,7 @@ pub struct AppState {
     /// The callback secret of partners without their own (and of the payment provider's webhooks).
     pub partner_secret: Arc<SecretSlice<u8>>,
     pub config: Arc<Config>,
-    pub limiter: Option<Arc<middleware::Limiter>>,
+    pub limits: Arc<service_kit::Limits>,
     pub metrics: Option<PrometheusHandle>,
 }
 
@@ -128,7 +134,7 @@ impl AppState {
             store,
             tokens,
             partner_secret: Arc::new(SecretSlice::from(partner_secret.to_vec())),
-            limiter: middleware::Limiter::new(config.rate_limit),
+            limits: service_kit::Limits::new(config.rate_limit, config.anonymous_rate_limit, 0),
             config: Arc::new(config),
             metrics: service_kit::metrics::handle(),
         }
@@ -154,6 +160,7 @@ pub(crate) fn context(caller: &Caller, correlation: String, command: &str) -> Co
 #[openapi(
     info(title = "trailbook command API", description = "Writes: bookings, visits, partner callbacks. Errors are RFC 7807 problem+json."),
     modifiers(&BearerAuth),
+    components(schemas(error::Problem)),
     tags((name = "bookings"), (name = "visits"), (name = "partner"), (name = "operations"))
 )]
 struct ApiDoc;
@@ -200,15 +207,15 @@ fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .split_for_parts()
 }
 
-/// The OpenAPI document of the command API.
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    routes().1
+/// The OpenAPI document of the command API, as served at `/openapi.json`.
+pub fn openapi() -> serde_json::Value {
+    openapi::finish(&routes().1)
 }
 
 /// The command API's router.
 pub fn app(state: AppState) -> Router {
     let (router, api) = routes();
-    let api = Arc::new(api);
+    let api = Arc::new(openapi::finish(&api));
     router
         .route("/openapi.json", get(move || ops::openapi_json(api.clone())))
         .route("/metrics", get(ops::metrics))

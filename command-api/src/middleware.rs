@@ -1,17 +1,16 @@
-//! Cross-cutting layers: correlation ids, request metrics, per-token rate limiting, and the limit on
-//! requests in flight.
+//! Cross-cutting layers: correlation ids, request metrics, rate limiting per verified caller or client
+//! address, and the limit on requests in flight.
 
-use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use service_kit::Charge;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
@@ -53,41 +52,26 @@ pub async fn metrics(request: Request, next: Next) -> Response {
     response
 }
 
-/// A token bucket per bearer token (requests without one share a bucket).
-pub struct Limiter {
-    limiter: DefaultKeyedRateLimiter<String>,
-    checks: AtomicU64,
-}
+/// The client's address: the TCP peer (`ConnectInfo`), or unspecified when the server runs without it
+/// (in-process tests). Proxies' `X-Forwarded-For` is not trusted: any client can write it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub IpAddr);
 
-impl std::fmt::Debug for Limiter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Limiter")
+impl ClientAddress {
+    pub fn of(extensions: &axum::http::Extensions) -> Self {
+        Self(
+            extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip()),
+        )
     }
 }
 
-impl Limiter {
-    /// `per_second` sustained requests per token, with a burst of at least 1,000 (batch imports pass).
-    /// `None` when `per_second` is 0 (limiting disabled).
-    pub fn new(per_second: u32) -> Option<Arc<Self>> {
-        let rate = NonZeroU32::new(per_second)?;
-        let burst = NonZeroU32::new(per_second.saturating_mul(2).max(1000)).unwrap_or(rate);
-        Some(Arc::new(Self {
-            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
-            checks: AtomicU64::new(0),
-        }))
-    }
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
 
-    /// Ok, or how many seconds to wait.
-    fn check(&self, key: &str) -> Result<(), u64> {
-        if self.checks.fetch_add(1, Ordering::Relaxed) % 10_000 == 9_999 {
-            self.limiter.retain_recent();
-        }
-        self.limiter
-            .check_key(&key.to_string())
-            .map_err(|not_until| {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-            })
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self::of(&parts.extensions))
     }
 }
 
@@ -154,34 +138,52 @@ pub async fn in_flight(
     }
 }
 
-/// Answers 429 with `Retry-After` once a token's bucket is empty. Health and metrics routes are exempt.
+/// Routes that authenticate by signature (partner callbacks, payment webhooks): their handlers charge
+/// the verified partner, or the address for a bad signature ([`charge_signed`]).
+fn signed(path: &str) -> bool {
+    path.starts_with("/v1/partner/") || path.starts_with("/v1/payments/")
+}
+
+/// Answers 429 with `Retry-After` once the caller's budget is spent (see `service_kit::limits`): a
+/// verified token's subject, else the client address. Health and metrics routes are exempt; signed
+/// routes are charged by their handlers once the signature is checked.
 pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let Some(limiter) = &state.limiter else {
-        return next.run(request).await;
-    };
     let path = request.uri().path();
-    if exempt(path) {
+    if exempt(path) || signed(path) {
         return next.run(request).await;
     }
-    let key = request
+    let actor = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or(if path.starts_with("/v1/partner/") {
-            "partner"
-        } else {
-            "anonymous"
-        })
-        .to_string();
-    match limiter.check(&key) {
+        .and_then(|h| state.tokens.actor(h).ok());
+    let charged = match &actor {
+        Some(actor) => state.limits.check(Charge::Verified(actor)),
+        None => state
+            .limits
+            .check(Charge::Address(ClientAddress::of(request.extensions()).0)),
+    };
+    match charged {
         Ok(()) => next.run(request).await,
-        Err(retry_after) => {
-            metrics::counter!("trailbook_rate_limited_total").increment(1);
-            ApiError::RateLimited {
-                retry_after: retry_after.max(1),
-            }
-            .into_response()
-        }
+        Err(retry_after) => ApiError::RateLimited { retry_after }.into_response(),
+    }
+}
+
+/// Charges a signed request: the partner whose signature `verified` holds, or, when it failed, the
+/// client address, whose spent budget turns the 401 into a 429.
+pub fn charge_signed<T>(
+    state: &AppState,
+    address: ClientAddress,
+    partner: &str,
+    verified: Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let charged = match &verified {
+        Ok(_) => state.limits.check(Charge::Partner(partner)),
+        Err(_) => state.limits.check(Charge::Address(address.0)),
+    };
+    match charged {
+        Ok(()) => verified,
+        Err(retry_after) => Err(ApiError::RateLimited { retry_after }),
     }
 }
 

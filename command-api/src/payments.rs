@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 use crate::callbacks::{apply_report, signed, CallbackAccepted};
 use crate::error::ApiError;
 use crate::extract::CorrelationId;
+use crate::middleware::{charge_signed, ClientAddress};
 use crate::AppState;
 
 /// What the payment provider reports.
@@ -55,10 +56,12 @@ pub struct PaymentWebhook {
 pub async fn webhook(
     State(state): State<AppState>,
     CorrelationId(correlation): CorrelationId,
+    address: ClientAddress,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let hook: PaymentWebhook = signed(state.partner_secret.expose_secret(), &headers, &body)?;
+    let verified = signed(state.partner_secret.expose_secret(), &headers, &body);
+    let hook: PaymentWebhook = charge_signed(&state, address, "payment-provider", verified)?;
     let id = hook
         .client_reference
         .clone()

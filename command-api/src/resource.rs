@@ -11,7 +11,6 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Utc};
 use domain::booking::BookingError;
 use domain::values::Role;
 use domain::visit::VisitError;
@@ -28,7 +27,7 @@ use crate::visits::VisitAccepted;
 use crate::{context, AppState};
 
 /// An aggregate served over REST.
-pub trait Resource: store::WriteRules<Services = ()> + Serialize
+pub trait Resource: store::WriteRules<Services = ()> + Serialize + utoipa::ToSchema
 where
     Self::Command: Clone,
     Self::Error: DomainError,
@@ -43,6 +42,18 @@ where
     fn already_exists(error: &Self::Error) -> bool;
     /// The answer to a command that left it in this state.
     fn answer(&self, id: &str, version: u64, position: Option<i64>) -> Self::Accepted;
+}
+
+/// The body of `GET /v1/<kind>s/{id}`: the aggregate's state, its version and the global position of
+/// its last event.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Read<A: utoipa::ToSchema> {
+    #[serde(flatten)]
+    pub state: A,
+    /// The version (also the `ETag`).
+    pub version: u64,
+    /// Global log position of its last event, for read-your-writes (`minPosition`).
+    pub position: Option<i64>,
 }
 
 impl Resource for Booking {
@@ -83,13 +94,15 @@ impl Resource for Visit {
     }
 }
 
-/// A request for a command on an existing aggregate: who asks, the `{id}` of the path, `If-Match`.
+/// A request for a command on an existing aggregate: who asks, the `{id}` of the path, `If-Match`, and
+/// the optional `Idempotency-Key`.
 pub struct CommandRequest {
     state: AppState,
     caller: Caller,
     correlation: String,
     id: String,
     if_match: IfMatch,
+    key: Option<String>,
 }
 
 /// A request to create an aggregate: who asks, with which `Idempotency-Key`.
@@ -137,12 +150,17 @@ impl FromRequestParts<AppState> for CommandRequest {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let (caller, id) = caller_and_id(parts, state).await?;
         let if_match = IfMatch::from_request_parts(parts, state).await?;
+        let key = match parts.headers.contains_key("idempotency-key") {
+            true => Some(IdempotencyKey::from_request_parts(parts, state).await?.0),
+            false => None,
+        };
         Ok(Self {
             state: state.clone(),
             caller,
             correlation: correlation(parts, state).await,
             id,
             if_match,
+            key,
         })
     }
 }
@@ -196,14 +214,22 @@ impl Allowed<CommandRequest> {
         &self.0.id
     }
 
-    /// Runs `command` on the aggregate if the caller may access it (others' ids answer 404), with
-    /// `If-Match`, and answers 200 with [`Resource::Accepted`] and the new version as `ETag`. The
-    /// aggregate's write rules (e.g. the booking's slot claim) run inside the store, whatever the command.
-    pub async fn run<A>(self, name: &'static str, command: A::Command) -> Result<Response, ApiError>
+    /// Runs `command` (built from `body`) on the aggregate if the caller may access it (others' ids
+    /// answer 404), with `If-Match`, and answers 200 with [`Resource::Accepted`] and the new version as
+    /// `ETag`. With an `Idempotency-Key`, the same key and request again get the first answer back
+    /// (see [`idempotency::Keyed`]). The aggregate's write rules (e.g. the booking's slot claim) run
+    /// inside the store, whatever the command.
+    pub async fn run<A, B>(
+        self,
+        name: &'static str,
+        body: &B,
+        command: A::Command,
+    ) -> Result<Response, ApiError>
     where
         A: Resource,
         A::Command: Clone,
         A::Error: DomainError,
+        B: Serialize,
     {
         let CommandRequest {
             state,
@@ -211,16 +237,30 @@ impl Allowed<CommandRequest> {
             correlation,
             id,
             if_match,
+            key,
         } = self.0;
-        let ctx = context(&caller, correlation, name);
+        let keyed = key
+            .map(|key| idempotency::Keyed::new(&caller, key, name, &id, body))
+            .transpose()?;
+        if let Some(keyed) = &keyed {
+            if let Some(answer) = keyed.answered(state.store.pool()).await? {
+                return Ok(answer);
+            }
+        }
+        let mut ctx = context(&caller, correlation, name);
+        ctx.idempotency_key = keyed.as_ref().map(|k| k.key().to_string());
         let options = ExecuteOptions {
             expected_version: if_match.0,
             ..ExecuteOptions::default()
         };
+        let record = keyed
+            .as_ref()
+            .map(|k| k.record::<A>(state.config.idempotency_ttl, &id));
         let result = state
             .store
             .execute::<A>(&id, command, &(), &ctx, options)
             .visible_if(|a: &A| caller.may_access(a.owner()))
+            .with_hook(&record)
             .await;
         let outcome = if result.is_ok() {
             "accepted"
@@ -232,6 +272,12 @@ impl Allowed<CommandRequest> {
         let done = match result {
             Ok(done) => done,
             Err(e) => {
+                // A concurrent request with the same key may have committed first: its answer is ours.
+                if let Some(keyed) = &keyed {
+                    if let Some(answer) = keyed.answered(state.store.pool()).await? {
+                        return Ok(answer);
+                    }
+                }
                 let error = ApiError::from(e).for_aggregate(A::KIND, &id);
                 return Err(for_caller::<A>(&state, &caller, error).await);
             }
@@ -333,29 +379,11 @@ impl Allowed<ReadRequest> {
         {
             return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response());
         }
-        let mut body = serde_json::to_value(&loaded.state).map_err(ApiError::internal)?;
-        if let serde_json::Value::Object(map) = &mut body {
-            map.insert("id".into(), id.into());
-            map.insert("version".into(), loaded.version.into());
-            map.insert("position".into(), loaded.position.into());
-        }
+        let body = Read {
+            state: loaded.state,
+            version: loaded.version,
+            position: loaded.position,
+        };
         Ok(([(header::ETAG, etag)], axum::Json(body)).into_response())
     }
-}
-
-/// Dates outside these bounds are refused as absurd.
-const EARLIEST: &str = "2000-01-01T00:00:00Z";
-const LATEST_YEARS_AHEAD: i64 = 10;
-
-/// Refuses a date before 2000 or more than ten years ahead (422 naming `field`).
-pub(crate) fn check_date(field: &str, value: DateTime<Utc>) -> Result<(), ApiError> {
-    let earliest: DateTime<Utc> = EARLIEST.parse().unwrap_or_default();
-    let latest = Utc::now() + chrono::Duration::days(365 * LATEST_YEARS_AHEAD);
-    if value < earliest || value > latest {
-        return Err(ApiError::invalid_field(
-            field,
-            format!("`{field}` must be between {EARLIEST} and {LATEST_YEARS_AHEAD} years from now"),
-        ));
-    }
-    Ok(())
 }

@@ -11,34 +11,52 @@ use utoipa::ToSchema;
 
 use crate::error::ApiError;
 use crate::extract::Json;
-use crate::resource::{check_date, CommandRequest, CreateRequest, ReadRequest};
+use crate::openapi;
+use crate::resource::{CommandRequest, CreateRequest, ReadRequest};
 
 /// Body of `POST /v1/visits`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"patient": {"id": "p-1", "name": "Grace Hopper", "email": "grace@example.com"},
+    "clinician": "dr-grey", "scheduled_at": "2026-12-01T09:30:00Z"}))]
 pub struct CreateVisit {
     pub patient: PatientBody,
     /// The clinician seeing the patient, e.g. `dr-grey`.
+    #[serde(deserialize_with = "openapi::name")]
+    #[schema(schema_with = openapi::name_schema)]
     pub clinician: String,
-    /// When the visit is planned (RFC 3339).
+    /// When the visit is planned (RFC 3339, years 2000 to 2099).
+    #[serde(deserialize_with = "openapi::instant")]
+    #[schema(schema_with = openapi::instant_schema)]
     pub scheduled_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatientBody {
+    #[serde(deserialize_with = "openapi::name")]
+    #[schema(schema_with = openapi::name_schema)]
     pub id: String,
+    #[serde(deserialize_with = "openapi::name")]
+    #[schema(schema_with = openapi::name_schema)]
     pub name: String,
+    #[serde(deserialize_with = "openapi::email")]
+    #[schema(schema_with = openapi::email_schema)]
     pub email: String,
 }
 
 /// Body of `POST /v1/visits/{id}/complete`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"summary": "Upper respiratory infection; rest and fluids.", "diagnosis_codes": ["J06.9"]}))]
 pub struct CompleteVisit {
+    #[serde(deserialize_with = "openapi::summary")]
+    #[schema(schema_with = openapi::summary_schema)]
     pub summary: String,
     /// ICD-10 codes, e.g. `J06.9`.
     #[serde(default)]
+    #[serde(deserialize_with = "openapi::diagnosis_codes")]
+    #[schema(schema_with = openapi::diagnosis_codes_schema)]
     pub diagnosis_codes: Vec<String>,
 }
 
@@ -47,6 +65,8 @@ pub struct CompleteVisit {
 #[serde(deny_unknown_fields)]
 pub struct CancelVisit {
     #[serde(default)]
+    #[serde(deserialize_with = "openapi::optional_reason")]
+    #[schema(schema_with = openapi::optional_reason_schema)]
     pub reason: Option<String>,
 }
 
@@ -77,7 +97,6 @@ pub async fn create(
 
 impl CreateVisit {
     fn into_command(self, visit_id: &str, owner: &str) -> Result<VisitCommand, ApiError> {
-        check_date("scheduled_at", self.scheduled_at)?;
         let email = Email::parse(&self.patient.email)
             .map_err(|e| ApiError::invalid_field("patient.email", e.to_string()))?;
         Ok(VisitCommand::Schedule {
@@ -106,7 +125,11 @@ const STAFF: &[Role] = &[Role::Operator];
 pub async fn check_in(request: CommandRequest) -> Result<Response, ApiError> {
     let request = request.allow(STAFF, "check patients in")?;
     request
-        .run::<Visit>("visit.check_in", VisitCommand::CheckIn { at: Utc::now() })
+        .run::<Visit, _>(
+            "visit.check_in",
+            &(),
+            VisitCommand::CheckIn { at: Utc::now() },
+        )
         .await
 }
 
@@ -118,8 +141,9 @@ pub async fn check_in(request: CommandRequest) -> Result<Response, ApiError> {
 pub async fn start(request: CommandRequest) -> Result<Response, ApiError> {
     let request = request.allow(STAFF, "start consultations")?;
     request
-        .run::<Visit>(
+        .run::<Visit, _>(
             "visit.start",
+            &(),
             VisitCommand::StartConsultation { at: Utc::now() },
         )
         .await
@@ -137,11 +161,13 @@ pub async fn complete(
 ) -> Result<Response, ApiError> {
     let request = request.allow(STAFF, "complete visits")?;
     let command = VisitCommand::Complete {
-        summary: body.summary,
-        diagnosis_codes: body.diagnosis_codes,
+        summary: body.summary.clone(),
+        diagnosis_codes: body.diagnosis_codes.clone(),
         at: Utc::now(),
     };
-    request.run::<Visit>("visit.complete", command).await
+    request
+        .run::<Visit, _>("visit.complete", &body, command)
+        .await
 }
 
 /// Cancel the visit (the owner or an operator). A completed visit cannot be cancelled (422).
@@ -161,10 +187,12 @@ pub async fn cancel(
         crate::extract::parse(&body)?
     };
     let command = VisitCommand::Cancel {
-        reason: body.reason.unwrap_or_else(|| "cancelled".into()),
+        reason: body.reason.clone().unwrap_or_else(|| "cancelled".into()),
         at: Utc::now(),
     };
-    request.run::<Visit>("visit.cancel", command).await
+    request
+        .run::<Visit, _>("visit.cancel", &body, command)
+        .await
 }
 
 /// Mark the patient as not having come (operator).
@@ -175,14 +203,19 @@ pub async fn cancel(
 pub async fn no_show(request: CommandRequest) -> Result<Response, ApiError> {
     let request = request.allow(STAFF, "mark no-shows")?;
     request
-        .run::<Visit>("visit.no_show", VisitCommand::MarkNoShow { at: Utc::now() })
+        .run::<Visit, _>(
+            "visit.no_show",
+            &(),
+            VisitCommand::MarkNoShow { at: Utc::now() },
+        )
         .await
 }
 
 /// The visit's current state, folded from the event store. `ETag` is the version.
 #[utoipa::path(operation_id = "get_visit", get, path = "/v1/visits/{id}", tag = "visits",
-    params(("id" = String, Path)),
-    responses((status = 200, description = "the visit"), (status = 404)),
+    params(("id" = String, Path), ("If-None-Match" = Option<String>, Header, description = "an `ETag` seen before: 304 while the version is the same")),
+    responses((status = 200, description = "the visit", body = crate::resource::Read<Visit>, headers(("ETag" = String, description = "the version, quoted"))),
+        (status = 304, description = "not modified since the `ETag` given"), (status = 404)),
     security(("bearer" = [])))]
 pub async fn get(request: ReadRequest) -> Result<Response, ApiError> {
     request

@@ -41,6 +41,7 @@ impl ValueError {
 /// An amount of money in minor units (cents) of a currency. Never a float.
 ///
 /// JSON: `{"minor":25000,"currency":"EUR"}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Money {
     /// The amount in the currency's minor unit (25000 = 250.00 EUR).
@@ -59,6 +60,7 @@ impl Money {
 /// A currency code: exactly three ASCII uppercase letters (ISO 4217 shape, e.g. `EUR`).
 ///
 /// JSON: the code as a string; deserialization rejects anything else.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Currency(String);
@@ -107,11 +109,13 @@ impl fmt::Display for Currency {
     }
 }
 
-/// An e-mail address, trimmed and checked for a plausible shape (not deliverability).
+/// An e-mail address checked for a plausible shape (not deliverability).
 ///
-/// Rules: at most 254 characters after trimming, no whitespace or control characters, exactly one `@`, a
+/// Rules: at most 254 characters, no whitespace or control characters anywhere (surrounding whitespace
+/// is refused, not trimmed: the API's document states the same rule as a pattern), exactly one `@`, a
 /// non-empty local part, and a domain that contains a dot and neither starts nor ends with one.
 /// JSON: the address as a string; deserialization applies the same rules.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Email(String);
@@ -120,9 +124,9 @@ impl Email {
     /// Longest accepted address, in characters (the SMTP path limit).
     pub const MAX_LEN: usize = 254;
 
-    /// Parses an address; surrounding whitespace is trimmed first.
+    /// Parses an address as given.
     pub fn parse(raw: &str) -> Result<Self, ValueError> {
-        let email = raw.trim();
+        let email = raw;
         let fail = |reason| Err(ValueError::Email { reason });
         if email.is_empty() {
             return fail("is empty");
@@ -146,7 +150,7 @@ impl Email {
         Ok(Self(email.to_owned()))
     }
 
-    /// The address as stored (trimmed).
+    /// The address as stored.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -317,15 +321,17 @@ mod tests {
         );
     }
 
-    /// Ordinary addresses parse, and surrounding whitespace is trimmed away.
+    /// Ordinary addresses parse as given; surrounding whitespace is refused, not trimmed away.
     #[test]
-    fn plausible_addresses_are_emails_and_are_trimmed() {
+    fn plausible_addresses_are_emails_and_whitespace_is_not_trimmed() {
         for raw in ["ada@example.com", "a.b+tag@mail.example.org", "x@y.io"] {
             assert_eq!(Email::parse(raw).map(String::from), Ok(raw.to_owned()));
         }
         assert_eq!(
-            Email::parse("  ada@example.com \n").map(String::from),
-            Ok("ada@example.com".to_owned())
+            Email::parse("  ada@example.com \n"),
+            Err(ValueError::Email {
+                reason: "contains whitespace or control characters"
+            })
         );
     }
 
@@ -334,7 +340,7 @@ mod tests {
     fn implausible_addresses_are_refused_with_the_rule_that_failed() {
         let cases = [
             ("", "is empty"),
-            ("   ", "is empty"),
+            ("   ", "contains whitespace or control characters"),
             ("ada.example.com", "must contain exactly one '@'"),
             ("ada@@example.com", "must contain exactly one '@'"),
             ("a@b@example.com", "must contain exactly one '@'"),
@@ -377,7 +383,7 @@ mod tests {
         }
     }
 
-    /// The length limit counts characters after trimming: 254 pass, 255 fail.
+    /// The length limit counts characters: 254 pass, 255 fail.
     #[test]
     fn addresses_longer_than_254_characters_are_refused() {
         let domain = "@example.com";

@@ -21,6 +21,8 @@ pub enum QueryError {
         position: i64,
         waited_ms: u64,
     },
+    /// The caller already holds as many `minPosition` waits as one subject may at once.
+    TooManyWaits { limit: usize },
     /// The database is unreachable or overloaded.
     Unavailable,
     /// A bug or an unexpected failure; the details are only in the log, under this error id.
@@ -56,6 +58,10 @@ impl QueryError {
                 "projection {projection} has not reached position {position} within {waited_ms} ms; \
                  retry, or ask with consistency: STRONG"
             ),
+            Self::TooManyWaits { limit } => format!(
+                "at most {limit} requests with `minPosition` may wait at once per caller; retry when \
+                 one has answered"
+            ),
             Self::Unavailable => "the database is unavailable; retry later".into(),
             Self::Internal(id) => format!("internal error (error id {id})"),
         }
@@ -67,6 +73,7 @@ impl QueryError {
             Self::Forbidden(_) => "FORBIDDEN",
             Self::BadInput { .. } => "BAD_USER_INPUT",
             Self::NotYetConsistent { .. } => "NOT_YET_CONSISTENT",
+            Self::TooManyWaits { .. } => "TOO_MANY_WAITS",
             Self::Unavailable => "DATABASE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }

@@ -4,11 +4,17 @@
 use async_graphql::http::{GraphiQLSource, ALL_WEBSOCKET_PROTOCOLS};
 use async_graphql::{Data, ServerError};
 use async_graphql_axum::{GraphQLProtocol, GraphQLRequest, GraphQLResponse, GraphQLWebSocket};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State, WebSocketUpgrade};
-use axum::http::{header, HeaderMap, StatusCode};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State, WebSocketUpgrade,
+};
+use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use service_kit::{Charge, Limits};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::{Correlation, Viewer};
@@ -21,10 +27,12 @@ const BODY_LIMIT: usize = 64 * 1024;
 struct HttpState {
     schema: QuerySchema,
     tokens: service_kit::Tokens,
+    limits: Arc<Limits>,
 }
 
-/// The query API's router: `/graphql`, `/healthz`, `/readyz`, `/metrics`.
-pub fn app(schema: QuerySchema, tokens: service_kit::Tokens) -> Router {
+/// The query API's router: `/graphql`, `/healthz`, `/readyz`, `/metrics`. Every query and subscription
+/// is charged to its verified caller, or to its client address without a valid token (`limits`).
+pub fn app(schema: QuerySchema, tokens: service_kit::Tokens, limits: Arc<Limits>) -> Router {
     Router::new()
         .route("/graphql", get(graphiql_or_websocket).post(graphql))
         .route("/healthz", get(|| async { "ok" }))
@@ -32,7 +40,11 @@ pub fn app(schema: QuerySchema, tokens: service_kit::Tokens) -> Router {
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
-        .with_state(HttpState { schema, tokens })
+        .with_state(HttpState {
+            schema,
+            tokens,
+            limits,
+        })
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
@@ -41,12 +53,44 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// The client's TCP address (`ConnectInfo`), or unspecified without it.
+fn client_address(extensions: &Extensions) -> IpAddr {
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip())
+}
+
+/// Charges a request to `viewer` (verified) or the client address; a spent budget gives the refusal
+/// to send: HTTP 429 with `Retry-After` and a GraphQL error `RATE_LIMITED`.
+fn refused(limits: &Limits, viewer: Option<&Viewer>, extensions: &Extensions) -> Option<Response> {
+    let charged = match viewer {
+        Some(Viewer::Known(actor)) => limits.check(Charge::Verified(actor)),
+        _ => limits.check(Charge::Address(client_address(extensions))),
+    };
+    charged.err().map(|retry_after| {
+        let body = serde_json::json!({"errors": [{
+            "message": format!("rate limit exceeded; retry in {retry_after} s"),
+            "extensions": {"code": "RATE_LIMITED"}
+        }]});
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, retry_after.to_string())],
+            axum::Json(body),
+        )
+            .into_response()
+    })
+}
+
 async fn graphql(
     State(state): State<HttpState>,
     headers: HeaderMap,
+    extensions: Extensions,
     request: GraphQLRequest,
-) -> GraphQLResponse {
+) -> Response {
     let viewer = Viewer::from_header(&state.tokens, authorization(&headers));
+    if let Some(refusal) = refused(&state.limits, Some(&viewer), &extensions) {
+        return refusal;
+    }
     let mut request = request.into_inner().data(viewer);
     if let Some(id) = headers
         .get("x-correlation-id")
@@ -62,7 +106,7 @@ async fn graphql(
     metrics::counter!("trailbook_graphql_requests_total",
         "outcome" => if response.errors.is_empty() { "ok" } else { "error" })
     .increment(1);
-    response.into()
+    GraphQLResponse::from(response).into_response()
 }
 
 /// Gives every error a code in `extensions.code`: ours set it already; the parser's and validator's
@@ -113,6 +157,9 @@ async fn graphiql_or_websocket(State(state): State<HttpState>, request: Request)
     let (mut parts, _body) = request.into_parts();
     let header_viewer =
         authorization(&parts.headers).map(|h| Viewer::from_header(&state.tokens, Some(h)));
+    if let Some(refusal) = refused(&state.limits, header_viewer.as_ref(), &parts.extensions) {
+        return refusal;
+    }
     let protocol = match GraphQLProtocol::from_request_parts(&mut parts, &()).await {
         Ok(p) => p,
         Err(e) => return e.into_response(),

@@ -42,6 +42,12 @@ pub type QuerySchema = Schema<query::QueryRoot, mutation::MutationRoot, feed::Su
 pub struct Config {
     /// Longest wait for `minPosition` before answering `NOT_YET_CONSISTENT`.
     pub min_position_timeout: Duration,
+    /// Most `minPosition` waits one subject may hold at once (more: `TOO_MANY_WAITS`).
+    pub max_waits_per_subject: usize,
+    /// Requests per second per verified subject (0: unlimited); see `service_kit::limits`.
+    pub rate_limit: u32,
+    /// Requests per second per client address for requests without a valid token (0: unlimited).
+    pub anonymous_rate_limit: u32,
     /// Largest `first` of a list.
     pub max_page_size: i64,
     /// Deepest selection accepted.
@@ -58,6 +64,9 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             min_position_timeout: Duration::from_secs(5),
+            max_waits_per_subject: 4,
+            rate_limit: 500,
+            anonymous_rate_limit: 20,
             max_page_size: 100,
             max_depth: 15,
             max_complexity: 5000,
@@ -77,7 +86,9 @@ pub struct QueryState {
 
 /// The schema with its limits and shared state. Must be called inside a tokio runtime (it starts the live
 /// feed's task).
-pub fn schema(store: EventStore, config: Config) -> QuerySchema {
+/// `limits` are the budgets the HTTP layer charges too (`app`); the schema holds them for the cap on
+/// `minPosition` waits.
+pub fn schema(store: EventStore, config: Config, limits: Arc<service_kit::Limits>) -> QuerySchema {
     let feed = feed::Feed::spawn(store.pool().clone(), config.feed_poll);
     let (depth, complexity) = (config.max_depth, config.max_complexity);
     let state = QueryState {
@@ -91,6 +102,7 @@ pub fn schema(store: EventStore, config: Config) -> QuerySchema {
         feed::SubscriptionRoot,
     )
     .data(state)
+    .data(limits)
     .limit_depth(depth)
     .limit_complexity(complexity)
     .finish()

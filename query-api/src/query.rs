@@ -378,6 +378,17 @@ async fn wait_for(
     let state = ctx
         .data::<QueryState>()
         .map_err(|e| QueryError::Internal(e.message))?;
+    // A wait holds a task and polls the database for up to the timeout: capped per subject.
+    let _wait = match ctx.data_opt::<std::sync::Arc<service_kit::Limits>>() {
+        Some(limits) => {
+            let subject = crate::auth::actor(ctx)?;
+            let key = format!("{}:{}", subject.role.as_str(), subject.subject);
+            Some(limits.wait(&key).ok_or(QueryError::TooManyWaits {
+                limit: state.config.max_waits_per_subject,
+            })?)
+        }
+        None => None,
+    };
     let limit = state.config.min_position_timeout;
     let started = Instant::now();
     let mut pause = Duration::from_millis(5);

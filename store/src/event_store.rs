@@ -236,6 +236,16 @@ impl<A: Aggregate, H: CommitHook<A>> CommitHook<A> for &H {
     }
 }
 
+/// A hook some commands have and others not (an `Idempotency-Key` a client may send).
+impl<A: Aggregate, H: CommitHook<A>> CommitHook<A> for Option<H> {
+    fn writes(&self, change: &Change<'_, A>, writes: &mut Writes) -> Result<(), HookError> {
+        match self {
+            Some(hook) => hook.writes(change, writes),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Two hooks on one command: the first, then the second.
 impl<A, H1, H2> CommitHook<A> for (H1, H2)
 where
@@ -521,7 +531,8 @@ impl EventStore {
             if loaded.version > 0 && !may_access(&loaded.state) {
                 return Err(CommandError::NotVisible);
             }
-            if let Some(expected) = options.expected_version {
+            // No aggregate yet: the command says so (404), whatever version the caller expected.
+            if let Some(expected) = options.expected_version.filter(|_| loaded.version > 0) {
                 if expected != loaded.version {
                     return Err(CommandError::Stale {
                         expected,

@@ -27,6 +27,7 @@ const MAX_REASON_CHARS: usize = 500;
 const MAX_NAME_CHARS: usize = 200;
 
 /// The state of one booking, folded from its events. `Default` is "no such booking".
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Booking {
     /// The booking id; empty until `BookingRequested`.

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::values::Email;
 
 /// Who a booking is for. JSON: `{"name":"Ada Lovelace","email":"ada@example.com"}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
     /// The customer's name, as given.
@@ -19,6 +20,7 @@ pub struct Customer {
 }
 
 /// Where a booking is in its life. JSON and REST: snake_case (`"partner_pending"`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BookingStatus {

@@ -27,6 +27,7 @@ const MAX_SUMMARY_CHARS: usize = 10_000;
 const MAX_DIAGNOSIS_CODES: usize = 20;
 
 /// The state of one visit, folded from its events. `Default` is "no such visit".
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Visit {
     /// The visit id; empty until `VisitScheduled`.

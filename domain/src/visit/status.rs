@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::values::Email;
 
 /// Who a visit is for. JSON: `{"id":"p-1","name":"...","email":"..."}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Patient {
     /// The patient's id in the clinic's records.
@@ -21,6 +22,7 @@ pub struct Patient {
 }
 
 /// Where a visit is in its life. JSON and REST: snake_case (`"in_consultation"`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VisitStatus {
@@ -75,6 +77,7 @@ impl std::fmt::Display for VisitStatus {
 }
 
 /// Progress of a side effect run after a visit completed. JSON: snake_case.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SideEffectStatus {
