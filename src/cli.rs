@@ -190,8 +190,8 @@ pub struct TokenArgs {
     /// Who the token speaks for (a client id, an operator's name).
     #[arg(long)]
     pub subject: String,
-    /// How long the token is valid, in hours.
-    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=8760))]
+    /// How long the token is valid, in hours (at most a week: longer tokens are refused).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(1..=168))]
     pub ttl_hours: u32,
 }
 

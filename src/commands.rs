@@ -3,11 +3,11 @@
 //! user must fix).
 
 use domain::values::Role;
-use service_kit::{chain, secrets};
+use service_kit::chain;
 use store::EventStore;
 
 use crate::cli::{BookingsAction, JobsAction, TokenArgs, TokenRole};
-use crate::{emit, Failure, JWT_SECRET_ENV};
+use crate::{emit, Failure};
 
 /// `trailbook jobs [list | replay <id>]`.
 pub async fn jobs(pool: &sqlx::PgPool, action: Option<JobsAction>) -> Result<(), Failure> {
@@ -114,23 +114,23 @@ pub async fn bookings(store: &EventStore, action: BookingsAction) -> Result<(), 
 /// `trailbook token --role <r> --subject <s>`: a token signed with the data dir's (or the
 /// environment's) secret.
 pub fn token(data_dir: &std::path::Path, args: &TokenArgs) -> Result<(), Failure> {
-    let secret = secrets::load_or_create(JWT_SECRET_ENV, data_dir, "jwt-secret")
-        .map_err(|e| Failure::other(chain(&e)))?;
     let role = match args.role {
         TokenRole::Client => Role::Client,
         TokenRole::Operator => Role::Operator,
         TokenRole::Support => Role::Support,
         TokenRole::Partner => Role::Partner,
     };
-    if args.subject.trim().is_empty() || args.subject.len() > 200 {
-        return Err(Failure::usage("--subject must be 1 to 200 characters"));
-    }
-    let token = service_kit::Tokens::new(&secret)
+    let token = crate::tokens(data_dir)?
         .issue(
             role,
-            args.subject.trim(),
+            &args.subject,
             chrono::Duration::hours(i64::from(args.ttl_hours)),
         )
-        .map_err(|e| Failure::other(format!("cannot sign the token: {e}")))?;
+        .map_err(|e| match e {
+            service_kit::TokenError::NoSubject => Failure::usage(
+                "--subject must be 1 to 200 characters, not only whitespace, no control characters",
+            ),
+            other => Failure::other(format!("cannot sign the token: {other}")),
+        })?;
     emit(&token)
 }

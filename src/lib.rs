@@ -32,6 +32,29 @@ use store::EventStore;
 
 /// The environment variable of the bearer tokens' secret (else `<data dir>/jwt-secret`).
 pub const JWT_SECRET_ENV: &str = "TRAILBOOK_JWT_SECRET";
+/// The environment variable of secrets being rotated out, comma-separated: tokens they signed are still
+/// accepted until they expire; new tokens are signed with `TRAILBOOK_JWT_SECRET` (README, "Tokens").
+pub const JWT_PREVIOUS_SECRETS_ENV: &str = "TRAILBOOK_JWT_PREVIOUS_SECRETS";
+
+/// The token keys: the current secret (environment or data dir) and the previous ones being rotated
+/// out. A secret shorter than 32 bytes is refused with exit code 2, naming the setting.
+pub(crate) fn tokens(data_dir: &std::path::Path) -> Result<service_kit::Tokens, Failure> {
+    let current = service_kit::secrets::load_or_create(JWT_SECRET_ENV, data_dir, "jwt-secret")
+        .map_err(|e| Failure::other(service_kit::chain(&e)))?;
+    let previous = std::env::var(JWT_PREVIOUS_SECRETS_ENV).unwrap_or_default();
+    let previous: Vec<&[u8]> = previous
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::as_bytes)
+        .collect();
+    service_kit::Tokens::rotating(&current, &previous).map_err(|e| {
+        Failure::usage(format!(
+            "{e} ({JWT_SECRET_ENV} / {JWT_PREVIOUS_SECRETS_ENV}); generate one with `openssl rand -hex 32`"
+        ))
+    })
+}
+
 /// The environment variable of the partner callbacks' shared secret (else `<data dir>/partner-secret`).
 pub const PARTNER_SECRET_ENV: &str = "TRAILBOOK_PARTNER_SECRET";
 

@@ -21,7 +21,7 @@ use store::EventStore;
 use crate::cli::{DbArgs, MailArgs, PartnerSimArgs, ServeArgs, WorkersArgs};
 use crate::db::{store_config, with_migrated_db};
 use crate::supervisor::Supervisor;
-use crate::{Failure, JWT_SECRET_ENV, PARTNER_SECRET_ENV};
+use crate::{Failure, PARTNER_SECRET_ENV};
 
 /// Which parts of trailbook a process runs.
 #[derive(Debug, Clone, Copy)]
@@ -119,7 +119,7 @@ async fn serve_until_signal(
 ) -> Result<(), Failure> {
     // Listening from here on, before any server answers (see `shutdown_signal`).
     let signal = telemetry::shutdown_signal();
-    let tokens = service_kit::Tokens::new(&secret(JWT_SECRET_ENV, db_args, "jwt-secret")?);
+    let tokens = crate::tokens(&db_args.data_dir)?;
     let store = EventStore::new(db.pool.clone(), store_config(db_args))
         .with_notifier(store::notify::CommitNotifier::spawn(db.pool.clone()));
     let partners = args.partners.load()?;

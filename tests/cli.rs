@@ -481,3 +481,62 @@ async fn the_partner_simulator_runs_alone_and_checks_its_flags() {
         text(&bad.stderr)
     );
 }
+
+/// A token secret shorter than 32 bytes stops `serve` and `token` at once with exit code 2 and a
+/// one-line message naming the setting, never the secret; a subject a token may not carry, or a
+/// lifetime over a week, is refused the same way.
+#[tokio::test]
+async fn short_token_secrets_and_bad_token_requests_exit_2() {
+    let dir = DataDir::new();
+    let db = TestDb::new().await.unwrap();
+    for args in [
+        &["token", "--role", "client", "--subject", "ada"][..],
+        &[
+            "serve",
+            "--command-addr",
+            "127.0.0.1:0",
+            "--query-addr",
+            "127.0.0.1:0",
+        ][..],
+    ] {
+        let out = run(trailbook()
+            .args(args)
+            .env("TRAILBOOK_DATA_DIR", &dir.0)
+            .env("DATABASE_URL", &db.url)
+            .env("TRAILBOOK_JWT_SECRET", "hunter2-too-short"));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let err = text(&out.stderr);
+        assert!(err.contains("at least 32 bytes"), "{err}");
+        assert!(err.contains("TRAILBOOK_JWT_SECRET"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+    let long = "a-long-enough-secret-0123456789abcdef";
+    for args in [
+        &["token", "--role", "client", "--subject", " "][..],
+        &[
+            "token",
+            "--role",
+            "client",
+            "--subject",
+            "ada",
+            "--ttl-hours",
+            "8760",
+        ][..],
+    ] {
+        let out = run(trailbook()
+            .args(args)
+            .env("TRAILBOOK_DATA_DIR", &dir.0)
+            .env("TRAILBOOK_JWT_SECRET", long));
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}

@@ -357,7 +357,8 @@ async fn authentication_and_roles_are_enforced() {
     none.assert_problem(401);
     assert_eq!(none.header("www-authenticate"), Some("Bearer"));
     s.get(&path, "not-a-token").await.assert_problem(401);
-    let forged = service_kit::Tokens::new(b"other-secret")
+    let forged = service_kit::Tokens::new(b"other-secret-0123456789abcdef-0123456789")
+        .unwrap()
         .issue(Role::Operator, "mallory", chrono::Duration::hours(1))
         .unwrap();
     s.get(&path, &forged).await.assert_problem(401);
@@ -1101,14 +1102,7 @@ async fn every_command_is_idempotent_by_key() {
     let s = Server::start().await;
     let op = s.operator();
     let ada = s.client("ada");
-    let created = s
-        .post(
-            "/v1/visits",
-            &ada,
-            &visit_body(),
-            &[("Idempotency-Key", "v-1")],
-        )
-        .await;
+    let created = s.create_visit("ada", "v-1").await;
     assert_eq!(created.status, 202, "{:?}", created.body);
     let id = created.body["visit_id"].as_str().unwrap().to_string();
 
@@ -1148,14 +1142,7 @@ async fn every_command_is_idempotent_by_key() {
     );
 
     // The key of check-in, reused: on another route, on another visit, with another body.
-    let other = s
-        .post(
-            "/v1/visits",
-            &ada,
-            &visit_body(),
-            &[("Idempotency-Key", "v-2")],
-        )
-        .await;
+    let other = s.create_visit("ada", "v-2").await;
     let other_id = other.body["visit_id"].as_str().unwrap().to_string();
     for (path, body) in [
         (format!("/v1/visits/{id}/start"), json!({})),
@@ -1219,7 +1206,7 @@ async fn every_command_is_idempotent_by_key() {
 /// Budgets follow who a request verifiably is. Junk tokens (each a new `Authorization` header) and
 /// unsigned callbacks share their address's budget instead of buying fresh buckets; once it is spent
 /// they get 429 with `Retry-After`, while a verified client and a partner whose signature checks out
-/// keep their own budgets. A verified client that floods is limited by its subject, not its header.
+/// keep their own budgets (a verified subject's own limit: `rate_limiting_answers_429_with_retry_after`).
 #[tokio::test(flavor = "multi_thread")]
 async fn limits_follow_who_a_request_verifiably_is() {
     let s = Server::start_with(&[
@@ -1270,14 +1257,76 @@ async fn limits_follow_who_a_request_verifiably_is() {
         )
         .await;
     assert_eq!(confirmed.status, 200, "{:?}", confirmed.body);
+}
 
-    // One subject, however it spells its token: its own bucket (5/s, bursts of 10).
+/// At `RUST_LOG=trace` (every span and event of every crate), a create, a signed callback, a
+/// GraphQL query and a refused forgery leave neither secret nor any token or signature in the log.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_most_verbose_log_holds_no_secret_or_token() {
+    let log_path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("trace-{}.log", uuid::Uuid::new_v4().simple()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let s = Server::start_logging(
+        "serve",
+        &[("RUST_LOG", "trace"), ("TRAILBOOK_LOG_FORMAT", "json")],
+        std::process::Stdio::from(log),
+    )
+    .await;
     let ada = s.client("ada");
-    let mut flood = Vec::new();
-    for _ in 0..30 {
-        flood.push(s.get("/v1/bookings/nope", &ada).await);
+    let created = s
+        .create_booking("ada", "trace-1", &booking_body("r-t", 1))
+        .await;
+    assert_eq!(created.status, 202, "{:?}", created.body);
+    let id = created.body["booking_id"].as_str().unwrap();
+    let callback = json!({"callback_id": "cb-trace", "booking_id": id, "reservation_id": "res-t",
+        "status": "confirmed", "occurred_at": chrono::Utc::now()});
+    let raw = serde_json::to_vec(&callback).unwrap();
+    let signature = command_api::callbacks::sign(
+        support::PARTNER_SECRET.as_bytes(),
+        chrono::Utc::now().timestamp(),
+        &raw,
+    );
+    let answered = s
+        .http
+        .post(s.url("/v1/partner/callbacks"))
+        .header("content-type", "application/json")
+        .header("x-trailbook-signature", &signature)
+        .body(raw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let board = s
+        .graphql(Some(&ada), "{ booking(id: \"x\") { id } }", json!({}))
+        .await;
+    assert!(board.get("data").is_some(), "{board}");
+    s.get("/v1/bookings/x", &format!("{ada}x"))
+        .await
+        .assert_problem(401);
+    // Let the workers log their part (reservation, callbacks) too.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    drop(s);
+
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        text.lines().count() > 100,
+        "RUST_LOG=trace logged almost nothing"
+    );
+    let (token_body, token_signature) = ada.rsplit_once('.').unwrap();
+    let forbidden = [
+        ("the JWT secret", support::JWT_SECRET.to_string()),
+        ("the partner secret", support::PARTNER_SECRET.to_string()),
+        ("a bearer token", ada.clone()),
+        ("a token's payload and header", token_body.to_string()),
+        ("a token's signature", token_signature.to_string()),
+        ("a callback signature", signature.clone()),
+    ];
+    for (what, secret) in forbidden {
+        assert!(
+            !text.contains(&secret),
+            "{what} is in the log: {}",
+            log_path.display()
+        );
     }
-    assert!(count_429(&flood) >= 10, "a verified subject is limited too");
-    let other = s.client("carol");
-    assert_eq!(s.get("/v1/bookings/nope", &other).await.status, 404);
+    let _ = std::fs::remove_file(&log_path);
 }

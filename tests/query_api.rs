@@ -718,3 +718,37 @@ async fn graphql_limits_follow_the_caller_and_cap_its_waits() {
         "another subject's wait is not refused: {theirs}"
     );
 }
+
+/// A subscription lives no longer than its token: the connection is closed when the token expires,
+/// not left streaming to someone whose access ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_closed_when_its_token_expires() {
+    let s = Server::serve().await;
+    let created = s
+        .create_booking("hana", "ws-exp", &booking_body("room-exp", 1))
+        .await;
+    let id = created.body["booking_id"].as_str().unwrap().to_string();
+    let token = s.token_for(Role::Client, "hana", chrono::Duration::seconds(3));
+    let started = std::time::Instant::now();
+    let (mut ws, _ack) = subscribe(
+        &s,
+        &token,
+        "subscription($id: ID!) { bookingChanged(id: $id) { status version } }",
+        json!({"id": id}),
+    )
+    .await;
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection outlived its token by 17 s");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "closed before the token expired"
+    );
+}

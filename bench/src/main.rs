@@ -792,6 +792,7 @@ impl HttpClient {
                 .context("building the HTTP client")?,
             base: server.base.clone().into(),
             token: command_api::Tokens::new(secret.as_bytes())
+                .context("the JWT secret")?
                 .issue(Role::Client, commands::CLIENT, chrono::Duration::hours(24))
                 .context("issuing a token")?
                 .into(),

@@ -250,12 +250,10 @@ mod tests {
         let store = EventStore::new(pool, store::StoreConfig::default());
         let token_secret = b"token-secret-0123456789abcdef-xyz";
         let partner_secret = b"partner-secret-0123456789abcdef-xyz";
-        let state = AppState::new(
-            store,
-            Tokens::new(token_secret),
-            partner_secret,
-            Config::default(),
-        );
+        let Ok(tokens) = Tokens::new(token_secret) else {
+            panic!("the test secret is long enough");
+        };
+        let state = AppState::new(store, tokens, partner_secret, Config::default());
         let printed = format!("{state:?} {state:#?}");
         for secret in [&token_secret[..], &partner_secret[..]] {
             let text = std::str::from_utf8(secret).unwrap_or_default();

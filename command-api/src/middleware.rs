@@ -147,7 +147,11 @@ fn signed(path: &str) -> bool {
 /// Answers 429 with `Retry-After` once the caller's budget is spent (see `service_kit::limits`): a
 /// verified token's subject, else the client address. Health and metrics routes are exempt; signed
 /// routes are charged by their handlers once the signature is checked.
-pub async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn rate_limit(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
     let path = request.uri().path();
     if exempt(path) || signed(path) {
         return next.run(request).await;
@@ -164,7 +168,13 @@ pub async fn rate_limit(State(state): State<AppState>, request: Request, next: N
             .check(Charge::Address(ClientAddress::of(request.extensions()).0)),
     };
     match charged {
-        Ok(()) => next.run(request).await,
+        Ok(()) => {
+            // Handed to the `Caller` extractor, which then need not verify the token again.
+            if let Some(actor) = actor {
+                request.extensions_mut().insert(crate::auth::Caller(actor));
+            }
+            next.run(request).await
+        }
         Err(retry_after) => ApiError::RateLimited { retry_after }.into_response(),
     }
 }

@@ -14,6 +14,7 @@ use axum::http::{header, Extensions, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use chrono::{DateTime, Utc};
 use service_kit::{Charge, Limits};
 use tower_http::trace::TraceLayer;
 
@@ -155,8 +156,10 @@ async fn graphiql_or_websocket(State(state): State<HttpState>, request: Request)
         .into_response();
     }
     let (mut parts, _body) = request.into_parts();
-    let header_viewer =
-        authorization(&parts.headers).map(|h| Viewer::from_header(&state.tokens, Some(h)));
+    let header_value = authorization(&parts.headers).map(str::to_owned);
+    let header_viewer = header_value
+        .as_deref()
+        .map(|h| Viewer::from_header(&state.tokens, Some(h)));
     if let Some(refusal) = refused(&state.limits, header_viewer.as_ref(), &parts.extensions) {
         return refusal;
     }
@@ -172,14 +175,21 @@ async fn graphiql_or_websocket(State(state): State<HttpState>, request: Request)
     let tokens = state.tokens.clone();
     upgrade
         .protocols(ALL_WEBSOCKET_PROTOCOLS)
-        .on_upgrade(move |stream| {
-            GraphQLWebSocket::new(stream, schema, protocol)
+        .on_upgrade(move |stream| async move {
+            // The connection lives no longer than its token: `expires` learns the token's expiry
+            // at connection_init, and the connection is closed then.
+            let (expires_at, expires) = tokio::sync::oneshot::channel::<DateTime<Utc>>();
+            let serve = GraphQLWebSocket::new(stream, schema, protocol)
                 .on_connection_init(move |payload: serde_json::Value| async move {
                     // A browser cannot set headers on a WebSocket: the token comes in the
                     // connection_init payload ({"Authorization": "Bearer …"}) unless the upgrade had one.
                     let from_payload = ["Authorization", "authorization"]
                         .iter()
                         .find_map(|k| payload.get(*k).and_then(|v| v.as_str()).map(str::to_owned));
+                    let used = from_payload.as_deref().or(header_value.as_deref());
+                    if let Some((_, at)) = used.and_then(|v| tokens.actor_until(v).ok()) {
+                        let _ = expires_at.send(at);
+                    }
                     let viewer = match (header_viewer, from_payload) {
                         (_, Some(value)) => Viewer::from_header(&tokens, Some(&value)),
                         (Some(viewer), None) => viewer,
@@ -189,7 +199,24 @@ async fn graphiql_or_websocket(State(state): State<HttpState>, request: Request)
                     data.insert(viewer);
                     Ok(data)
                 })
-                .serve()
+                .serve();
+            let expired = async move {
+                match expires.await {
+                    Ok(at) => {
+                        let left = (at - Utc::now()).to_std().unwrap_or_default();
+                        tokio::time::sleep(left).await;
+                    }
+                    // No valid token: nothing to wait for (its subscriptions are refused anyway).
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = serve => {}
+                () = expired => {
+                    metrics::counter!("trailbook_subscriptions_expired_total").increment(1);
+                    tracing::debug!("closed a WebSocket connection whose token expired");
+                }
+            }
         })
 }
 

@@ -20,6 +20,9 @@ use domain::values::Actor;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+/// The smallest burst a verified caller's bucket allows, whatever its rate.
+pub const CALLER_MIN_BURST: u32 = 1000;
+
 /// Who a request is charged to.
 #[derive(Debug, Clone, Copy)]
 pub enum Charge<'a> {
@@ -48,10 +51,14 @@ impl std::fmt::Debug for Limits {
     }
 }
 
-/// A bucket of `per_second` sustained requests with bursts of twice that; `None` for 0 (no limit).
-fn bucket<K: std::hash::Hash + Eq + Clone>(per_second: u32) -> Option<DefaultKeyedRateLimiter<K>> {
+/// A bucket of `per_second` sustained requests with bursts of twice that, and at least `min_burst`;
+/// `None` for 0 (no limit).
+fn bucket<K: std::hash::Hash + Eq + Clone>(
+    per_second: u32,
+    min_burst: u32,
+) -> Option<DefaultKeyedRateLimiter<K>> {
     let rate = NonZeroU32::new(per_second)?;
-    let burst = NonZeroU32::new(per_second.saturating_mul(2)).unwrap_or(rate);
+    let burst = NonZeroU32::new(per_second.saturating_mul(2).max(min_burst)).unwrap_or(rate);
     Some(RateLimiter::keyed(
         Quota::per_second(rate).allow_burst(burst),
     ))
@@ -64,13 +71,14 @@ fn seconds(not_until: governor::NotUntil<governor::clock::QuantaInstant>) -> u64
 }
 
 impl Limits {
-    /// `per_caller` requests per second per verified caller, `per_address` per client address for
-    /// unverified requests (bursts of twice each; 0 turns that limit off), and at most `max_waits`
-    /// concurrent waits per subject (0: none allowed).
+    /// `per_caller` requests per second per verified caller (bursts of twice that and at least
+    /// [`CALLER_MIN_BURST`], so batch imports pass), `per_address` per client address for unverified
+    /// requests (bursts of twice that); 0 turns that limit off. At most `max_waits` concurrent waits
+    /// per subject (0: none allowed).
     pub fn new(per_caller: u32, per_address: u32, max_waits: usize) -> Arc<Self> {
         Arc::new(Self {
-            callers: bucket(per_caller),
-            addresses: bucket(per_address),
+            callers: bucket(per_caller, CALLER_MIN_BURST),
+            addresses: bucket(per_address, 0),
             checks: AtomicU64::new(0),
             waits: Mutex::new(HashMap::new()),
             max_waits,
@@ -174,7 +182,8 @@ mod tests {
         assert_eq!(refused, 6, "a burst of 2 × 2 passes, the rest waits");
         assert!(limits.check(Charge::Address(other)).is_ok());
         let ada = actor("ada");
-        assert!((0..10).all(|_| limits.check(Charge::Verified(&ada)).is_ok()));
+        let burst = CALLER_MIN_BURST as usize;
+        assert!((0..burst).all(|_| limits.check(Charge::Verified(&ada)).is_ok()));
         assert!(limits.check(Charge::Verified(&ada)).is_err());
         assert!(limits.check(Charge::Verified(&actor("bob"))).is_ok());
         assert!(limits.check(Charge::Partner("acme")).is_ok());

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use service_kit::Tokens;
 use store::testing::TestDb;
 
-pub const JWT_SECRET: &str = "e2e-jwt-secret";
+pub const JWT_SECRET: &str = "e2e-jwt-secret-0123456789abcdef-0123456789";
 pub const PARTNER_SECRET: &str = "e2e-partner-secret";
 
 /// A running `trailbook command-api` on its own database; killed on drop.
@@ -49,6 +49,11 @@ impl Server {
 
     /// Starts `trailbook <part>` (`command-api` or `serve`) on a fresh database.
     pub async fn start_part(part: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_logging(part, env, Stdio::inherit()).await
+    }
+
+    /// `start_part` with the process's log (stderr) going to `stderr`.
+    pub async fn start_logging(part: &str, env: &[(&str, &str)], stderr: Stdio) -> Self {
         let db = TestDb::new().await.unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_trailbook"));
         cmd.args([part, "--command-addr", "127.0.0.1:0"])
@@ -64,7 +69,7 @@ impl Server {
             .env("TRAILBOOK_DATA_DIR", env!("CARGO_TARGET_TMPDIR"))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(stderr);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -87,7 +92,7 @@ impl Server {
                 .pool_max_idle_per_host(64)
                 .build()
                 .unwrap(),
-            tokens: Tokens::new(JWT_SECRET.as_bytes()),
+            tokens: Tokens::new(JWT_SECRET.as_bytes()).unwrap(),
             child,
         }
     }
@@ -117,6 +122,11 @@ impl Server {
         self.tokens
             .issue(role, subject, chrono::Duration::hours(1))
             .unwrap()
+    }
+
+    /// A token valid for `ttl` only.
+    pub fn token_for(&self, role: Role, subject: &str, ttl: chrono::Duration) -> String {
+        self.tokens.issue(role, subject, ttl).unwrap()
     }
 
     pub fn client(&self, subject: &str) -> String {
@@ -183,6 +193,17 @@ impl Server {
             "/v1/bookings",
             &self.client(owner),
             body,
+            &[("Idempotency-Key", key)],
+        )
+        .await
+    }
+
+    /// Schedules the contract's example visit for `owner`.
+    pub async fn create_visit(&self, owner: &str, key: &str) -> Reply {
+        self.post(
+            "/v1/visits",
+            &self.client(owner),
+            &visit_body(),
             &[("Idempotency-Key", key)],
         )
         .await
