@@ -35,6 +35,8 @@ where
         db.close().await;
         return Err(e.into());
     }
+    // Migrations ran as the owner; everything else runs as the runtime role, which cannot edit the log.
+    let db = db.into_runtime().await?;
     match db.embedded_port() {
         Some(port) => {
             tracing::info!(port, data_dir = %db_args.data_dir.display(), "using the private PostgreSQL cluster")

@@ -1330,3 +1330,60 @@ async fn the_most_verbose_log_holds_no_secret_or_token() {
     }
     let _ = std::fs::remove_file(&log_path);
 }
+
+/// Once migrations ran, `serve` works as the runtime role: every connection it holds is
+/// `trailbook_app`, which reads and appends the log but cannot update, delete or truncate it, alter
+/// it, or disable or drop its append-only triggers (nor touch the audit log so).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_runtime_role_cannot_edit_the_log() {
+    let s = Server::serve().await;
+    let created = s
+        .create_booking("ada", "role-1", &booking_body("r-role", 1))
+        .await;
+    assert_eq!(created.status, 202, "{:?}", created.body);
+    // The test's own pool (as the owner) is closed: what is left of application `trailbook` is serve's.
+    s.db.pool.close().await;
+    let owner = sqlx::PgPool::connect(&s.db.url).await.unwrap();
+    let users: Vec<String> = sqlx::query_scalar(
+        "select distinct usename::text from pg_stat_activity
+         where datname = current_database() and application_name = 'trailbook'
+           and pid <> pg_backend_pid()",
+    )
+    .fetch_all(&owner)
+    .await
+    .unwrap();
+    assert_eq!(users, ["trailbook_app"], "serve's connections");
+
+    let mut conn = owner.acquire().await.unwrap();
+    sqlx::query("set role trailbook_app")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let events: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert!(events > 0);
+    for statement in [
+        "alter table events disable trigger events_append_only_rows",
+        "alter table events disable trigger all",
+        "drop trigger events_append_only_rows on events",
+        "alter table events drop column metadata",
+        "update events set event_type = 'Forged'",
+        "delete from events",
+        "truncate events",
+        "update audit_log set subject = 'x'",
+        "truncate audit_log",
+        "drop table events",
+    ] {
+        let refused = sqlx::query(statement)
+            .execute(&mut *conn)
+            .await
+            .unwrap_err();
+        let code = refused
+            .as_database_error()
+            .and_then(|e| e.code())
+            .map(|c| c.to_string());
+        assert_eq!(code.as_deref(), Some("42501"), "{statement}: {refused}");
+    }
+}

@@ -87,12 +87,41 @@ pub async fn migrate(pool: &PgPool) -> Result<()> {
     Ok(())
 }
 
+/// The role every trailbook process works as once migrations ran (`Database::into_runtime`): it may
+/// read and append events but not update, delete or truncate them, nor alter `events` or `audit_log`
+/// or disable their append-only triggers (only their owner, the migration role, may).
+pub const RUNTIME_ROLE: &str = "trailbook_app";
+
+/// The read models the runtime role owns: a rebuild creates copies of them and swaps them in, which
+/// takes their owner. They are derived from the log and can always be rebuilt.
+const RUNTIME_OWNED: [&str; 5] = [
+    "rm_bookings",
+    "rm_visits",
+    "rm_status_items",
+    "rm_status_counts",
+    "rm_timeline",
+];
+
+/// Tables the runtime role may only read and append to.
+const APPEND_ONLY: [&str; 2] = ["events", "audit_log"];
+
 /// The database a trailbook process works on: the server of `DATABASE_URL`, or the private cluster of
 /// the data dir (started if it is not already running).
-#[derive(Debug)]
 pub struct Database {
     pub pool: PgPool,
     embedded: Option<EmbeddedPostgres>,
+    /// How the owner connected (holds its password: never printed).
+    owner_url: String,
+    config: PoolConfig,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("owner", &redact_url(&self.owner_url))
+            .field("embedded", &self.embedded)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Database {
@@ -102,6 +131,8 @@ impl Database {
             Some(url) => Ok(Self {
                 pool: connect(url, config).await?,
                 embedded: None,
+                owner_url: url.to_string(),
+                config: config.clone(),
             }),
             None => {
                 let embedded = EmbeddedPostgres::start(data_dir).await?;
@@ -110,6 +141,8 @@ impl Database {
                     Ok(pool) => Ok(Self {
                         pool,
                         embedded: Some(embedded),
+                        owner_url: url,
+                        config: config.clone(),
                     }),
                     Err(e) => {
                         let _ = embedded.stop().await;
@@ -118,6 +151,44 @@ impl Database {
                 }
             }
         }
+    }
+
+    /// Drops to [`RUNTIME_ROLE`]: makes sure the role exists with the grants of this database (as the
+    /// connected owner, after migrations), then replaces the pool with one connected as that role. Its
+    /// password is derived from the owner's URL, so every process given the same URL agrees on it
+    /// without storing it. An owner that may not create roles, or a server that does not let the role
+    /// in, keeps the owner's pool, with a warning.
+    pub async fn into_runtime(mut self) -> Result<Self> {
+        let password = runtime_password(&self.owner_url);
+        if let Err(e) = grant_runtime(&self.pool, &password).await {
+            tracing::warn!(
+                error = %e,
+                "cannot set up the runtime role {RUNTIME_ROLE}; running as the migration role, \
+                 which could alter the log (give it CREATEROLE, see README)"
+            );
+            return Ok(self);
+        }
+        let options = parse_url(&self.owner_url)?
+            .username(RUNTIME_ROLE)
+            .password(&password)
+            .application_name("trailbook");
+        let target = describe(&options);
+        let runtime = match PgPoolOptions::new()
+            .max_connections(self.config.max_connections)
+            .acquire_timeout(self.config.acquire_timeout)
+            .connect_with(options)
+            .await
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                // E.g. pg_hba.conf admits only named roles: say so, keep working as the owner.
+                tracing::warn!(error = %e, %target, "cannot connect as the runtime role; running as the migration role");
+                return Ok(self);
+            }
+        };
+        let owner = std::mem::replace(&mut self.pool, runtime);
+        owner.close().await;
+        Ok(self)
     }
 
     /// The port of the private cluster, when one is used.
@@ -136,11 +207,132 @@ impl Database {
     }
 }
 
+/// The runtime role's password: a hash of the owner's credentials and server (the URL without its
+/// database: the role is one for the whole cluster), the same in every process given them. Who can
+/// read that URL can connect as the owner anyway.
+fn runtime_password(owner_url: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let authority = owner_url
+        .find("://")
+        .map(|start| {
+            let rest = &owner_url[start + 3..];
+            &owner_url[..start + 3 + rest.find(['/', '?']).unwrap_or(rest.len())]
+        })
+        .unwrap_or(owner_url);
+    let mut hasher = Sha256::new();
+    hasher.update(b"trailbook runtime role\n");
+    hasher.update(authority.as_bytes());
+    hex::encode(hasher.finalize())
+}
+
+/// Creates [`RUNTIME_ROLE`] if missing (or sets its password when it cannot log in with it) and grants
+/// it what the processes need on this database. Role statements touch the shared catalogs, which
+/// processes on other databases of the cluster may change at the same moment: retried.
+async fn grant_runtime(owner: &PgPool, password: &str) -> Result<()> {
+    let mut attempt = 0;
+    loop {
+        match try_grant_runtime(owner, password).await {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < 5 && is_concurrent_catalog_change(&e) => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// "tuple concurrently updated" (XX000), a duplicate role or membership created at the same moment.
+fn is_concurrent_catalog_change(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| matches!(code.as_ref(), "XX000" | "42710" | "23505" | "40P01"))
+}
+
+async fn try_grant_runtime(owner: &PgPool, password: &str) -> std::result::Result<(), sqlx::Error> {
+    let quoted = password.replace('\'', "''");
+    let exists: bool =
+        sqlx::query_scalar("select exists (select 1 from pg_roles where rolname = $1)")
+            .bind(RUNTIME_ROLE)
+            .fetch_one(owner)
+            .await?;
+    if !exists {
+        sqlx::query(&format!(
+            "create role {RUNTIME_ROLE} login nosuperuser nocreatedb nocreaterole noinherit password '{quoted}'"
+        ))
+        .execute(owner)
+        .await?;
+    } else {
+        // Only when it differs would a change be needed, and no one can read it: set it (cheap).
+        sqlx::query(&format!("alter role {RUNTIME_ROLE} password '{quoted}'"))
+            .execute(owner)
+            .await?;
+    }
+    let (me, superuser): (String, bool) = sqlx::query_as(
+        "select current_user::text, rolsuper from pg_roles where rolname = current_user",
+    )
+    .fetch_one(owner)
+    .await?;
+    if !superuser {
+        // To hand it the read models and still alter them in later migrations.
+        sqlx::query(&format!(
+            "grant {RUNTIME_ROLE} to \"{}\"",
+            me.replace('"', "\"\"")
+        ))
+        .execute(owner)
+        .await?;
+    }
+    let mut tx = owner.begin().await?;
+    // Several processes of one database start at once: one grants at a time.
+    sqlx::query("select pg_advisory_xact_lock(7201612071)")
+        .execute(&mut *tx)
+        .await?;
+    let database: String = sqlx::query_scalar("select current_database()::text")
+        .fetch_one(&mut *tx)
+        .await?;
+    let statements = [
+        format!(
+            "grant connect, temporary on database \"{}\" to {RUNTIME_ROLE}",
+            database.replace('"', "\"\"")
+        ),
+        format!("grant usage, create on schema public to {RUNTIME_ROLE}"),
+        format!(
+            "grant select, insert, update, delete on all tables in schema public to {RUNTIME_ROLE}"
+        ),
+        format!("grant usage, select on all sequences in schema public to {RUNTIME_ROLE}"),
+        format!(
+            "revoke update, delete, truncate, references, trigger on {} from {RUNTIME_ROLE}",
+            APPEND_ONLY.join(", ")
+        ),
+        format!("revoke insert, update, delete, truncate on _sqlx_migrations from {RUNTIME_ROLE}"),
+    ];
+    for statement in statements {
+        sqlx::query(&statement).execute(&mut *tx).await?;
+    }
+    for table in RUNTIME_OWNED {
+        sqlx::query(&format!(
+            "alter table if exists {table} owner to {RUNTIME_ROLE}"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The password never survives into messages.
+    /// One password per server and owner, whatever the database.
+    #[test]
+    fn the_runtime_password_ignores_the_database() {
+        let a = runtime_password("postgres://app:pw@db:5432/one?sslmode=disable");
+        assert_eq!(a, runtime_password("postgres://app:pw@db:5432/two"));
+        assert_ne!(a, runtime_password("postgres://app:other@db:5432/one"));
+        assert!(!a.contains("pw"));
+    }
+
     #[test]
     fn redact_url_hides_the_password() {
         assert_eq!(
