@@ -71,17 +71,20 @@ pub struct Config {
 }
 
 /// The partners of the partners file as the command API needs them: their names, and the callback
-/// secret of those that have their own. `Debug` shows the names only.
+/// secret of those that have their own (wrapped: exposed only where a signature is checked). `Debug`
+/// shows the names only.
 #[derive(Clone, Default)]
 pub struct PartnerDirectory {
-    secrets: std::collections::BTreeMap<String, Option<Arc<[u8]>>>,
+    secrets: std::collections::BTreeMap<String, Option<Arc<SecretSlice<u8>>>>,
 }
 
 impl PartnerDirectory {
     /// Partner `name`, with its own callback secret if it has one.
     pub fn with(mut self, name: impl Into<String>, callback_secret: Option<&[u8]>) -> Self {
-        self.secrets
-            .insert(name.into(), callback_secret.map(Arc::from));
+        self.secrets.insert(
+            name.into(),
+            callback_secret.map(|secret| Arc::new(SecretSlice::from(secret.to_vec()))),
+        );
         self
     }
 
@@ -92,7 +95,11 @@ impl PartnerDirectory {
 
     /// The callback secret of `partner`, if it has its own.
     pub fn callback_secret(&self, partner: &str) -> Option<&[u8]> {
-        self.secrets.get(partner).and_then(|s| s.as_deref())
+        use secrecy::ExposeSecret;
+        self.secrets
+            .get(partner)
+            .and_then(|s| s.as_deref())
+            .map(|secret| secret.expose_secret())
     }
 }
 
