@@ -14,6 +14,8 @@
 
 use std::sync::LazyLock;
 
+use domain::booking::MAX_GUESTS;
+use domain::visit::MAX_DIAGNOSIS_CODES;
 use regex::Regex;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -96,9 +98,9 @@ impl Rule {
     }
 }
 
-static NAME: LazyLock<Rule> = LazyLock::new(|| Rule::text(200));
-static REASON: LazyLock<Rule> = LazyLock::new(|| Rule::text(500));
-static SUMMARY: LazyLock<Rule> = LazyLock::new(|| Rule::text(10_000));
+static NAME: LazyLock<Rule> = LazyLock::new(|| Rule::text(domain::values::MAX_NAME_CHARS));
+static REASON: LazyLock<Rule> = LazyLock::new(|| Rule::text(domain::values::MAX_REASON_CHARS));
+static SUMMARY: LazyLock<Rule> = LazyLock::new(|| Rule::text(domain::visit::MAX_SUMMARY_CHARS));
 static EMAIL: LazyLock<Rule> = LazyLock::new(|| {
     let other = format!("[^@{CONTROL}{WHITESPACE}]");
     let edge = format!("[^.@{CONTROL}{WHITESPACE}]");
@@ -150,8 +152,6 @@ static ICD10: LazyLock<Rule> = LazyLock::new(|| {
         "an ICD-10 code like `J06.9`",
     )
 });
-/// Most diagnosis codes on one visit (`domain::visit`).
-const MAX_DIAGNOSIS_CODES: usize = 20;
 
 /// Every rule, for the test that compiles them.
 #[cfg(test)]
@@ -264,13 +264,11 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(
     }
 }
 
-/// Most guests on one booking (`domain::booking`).
-pub const MAX_GUESTS: i64 = 100;
-
 /// Guests: 1 to 100.
 pub fn guests<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let guests = whole_number(d, 1, MAX_GUESTS)?;
-    u32::try_from(guests).map_err(|_| serde::de::Error::custom("must be from 1 to 100"))
+    let guests = whole_number(d, 1, i64::from(MAX_GUESTS))?;
+    u32::try_from(guests)
+        .map_err(|_| serde::de::Error::custom(format!("must be from 1 to {MAX_GUESTS}")))
 }
 pub fn guests_schema() -> ObjectBuilder {
     ObjectBuilder::new()
@@ -445,7 +443,11 @@ fn add_implied_answers(path: &str, operation: &mut Map<String, Value>) {
         ));
     }
     if has_body {
-        implied.push(("413", problem_answer("the body is larger than 64 KiB", &[])));
+        let too_large = format!(
+            "the body is larger than {} KiB",
+            crate::extract::BODY_LIMIT / 1024
+        );
+        implied.push(("413", problem_answer(&too_large, &[])));
         implied.push((
             "415",
             problem_answer("the body is not `application/json`", &[]),

@@ -258,6 +258,11 @@ impl fmt::Display for Role {
     }
 }
 
+/// Longest accepted id or name of either aggregate (ids, owner, partner, resource, names), in characters.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Longest accepted reason (cancellation, resolution), in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
 /// Checks a required free-text field: not blank and at most `max_chars` characters.
 ///
 /// Returns the reason for `Invalid { field, reason }` errors of the aggregates.

@@ -17,14 +17,10 @@ use super::events::{BookingEvent, IgnoredReason, PartnerReportedStatus, PartnerS
 use super::status::{BookingStatus, Customer};
 use super::upcasters::BookingRequestedV1ToV2;
 use crate::schema::AggregateSchema;
-use crate::values::{check_text, Money};
+use crate::values::{check_text, Money, MAX_NAME_CHARS, MAX_REASON_CHARS};
 
 /// Most guests a booking may have.
-const MAX_GUESTS: u32 = 100;
-/// Longest accepted cancellation reason, in characters.
-const MAX_REASON_CHARS: usize = 500;
-/// Longest accepted id or name (booking id, owner, partner, resource, customer name), in characters.
-const MAX_NAME_CHARS: usize = 200;
+pub const MAX_GUESTS: u32 = 100;
 
 /// The state of one booking, folded from its events. `Default` is "no such booking".
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

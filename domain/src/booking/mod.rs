@@ -35,7 +35,7 @@ pub mod upcasters;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::Booking;
+pub use aggregate::{Booking, MAX_GUESTS};
 pub use commands::{BookingCommand, PaymentOutcome, RefundOutcome};
 pub use error::BookingError;
 pub use events::{BookingEvent, IgnoredReason, PartnerReportedStatus, PartnerSource};

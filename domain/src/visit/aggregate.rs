@@ -15,16 +15,12 @@ use super::error::VisitError;
 use super::events::VisitEvent;
 use super::status::{Patient, SideEffectStatus, VisitStatus};
 use crate::schema::AggregateSchema;
-use crate::values::check_text;
+use crate::values::{check_text, MAX_NAME_CHARS, MAX_REASON_CHARS};
 
-/// Longest accepted id or name (visit id, owner, patient id and name, clinician, document and message ids).
-const MAX_NAME_CHARS: usize = 200;
-/// Longest accepted cancellation reason, in characters.
-const MAX_REASON_CHARS: usize = 500;
 /// Longest accepted visit summary, in characters.
-const MAX_SUMMARY_CHARS: usize = 10_000;
+pub const MAX_SUMMARY_CHARS: usize = 10_000;
 /// Most diagnosis codes on one visit.
-const MAX_DIAGNOSIS_CODES: usize = 20;
+pub const MAX_DIAGNOSIS_CODES: usize = 20;
 
 /// The state of one visit, folded from its events. `Default` is "no such visit".
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -28,7 +28,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
-pub use aggregate::Visit;
+pub use aggregate::{Visit, MAX_DIAGNOSIS_CODES, MAX_SUMMARY_CHARS};
 pub use commands::VisitCommand;
 pub use error::VisitError;
 pub use events::VisitEvent;
